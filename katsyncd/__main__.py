@@ -1,0 +1,3 @@
+from katsyncd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,184 @@
+"""Prometheus metrics. One registry per daemon so tests can run several daemons in a process.
+
+Names follow Prometheus conventions: prefix ``katsyncd_``, base units in names, ``_total`` on
+counters. Every metric is created here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import platform
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    generate_latest,
+)
+
+from katsyncd import __version__
+
+LAG_BUCKETS_SECONDS = (0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30, 60, 120, 300, 600)
+HTTP_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+class Metrics:
+    """All of katsyncd's metrics, registered in their own registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("katsyncd_build", "katsyncd build information", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+        # Ingest
+        self.webhooks_received = Counter(
+            "katsyncd_webhooks_received_total",
+            "Katana webhooks received, by event and outcome",
+            ["event", "outcome"],
+            registry=r,
+        )
+        self.webhook_ack_seconds = Histogram(
+            "katsyncd_webhook_ack_seconds",
+            "Time from receiving a webhook to answering it (after the durable commit)",
+            buckets=HTTP_BUCKETS_SECONDS,
+            registry=r,
+        )
+        self.stale_variants_pending = Gauge(
+            "katsyncd_stale_variants_pending",
+            "Variants marked stale and waiting to be read from Katana",
+            registry=r,
+        )
+        self.debounce_marks = Counter(
+            "katsyncd_debounce_marks_total",
+            "Stale marks fed into the debouncer (events, polls and reconciles)",
+            registry=r,
+        )
+        self.debounce_flushed_variants = Counter(
+            "katsyncd_debounce_flushed_variants_total",
+            "Variants released by the debouncer for a Katana read",
+            registry=r,
+        )
+
+        # Katana
+        self.katana_requests = Counter(
+            "katsyncd_katana_requests_total",
+            "Requests sent to the Katana API, by endpoint and HTTP status",
+            ["endpoint", "status"],
+            registry=r,
+        )
+        self.katana_rate_limited = Counter(
+            "katsyncd_katana_rate_limited_total",
+            "Katana responses with HTTP 429",
+            registry=r,
+        )
+        self.katana_budget_remaining = Gauge(
+            "katsyncd_katana_budget_remaining_requests",
+            "Requests the Katana limiter can still send in the current window",
+            registry=r,
+        )
+        self.katana_limiter_wait_seconds = Counter(
+            "katsyncd_katana_limiter_wait_seconds_total",
+            "Seconds spent waiting on the Katana limiter, by priority",
+            ["priority"],
+            registry=r,
+        )
+
+        # BigCommerce
+        self.bc_requests = Counter(
+            "katsyncd_bigcommerce_requests_total",
+            "Requests sent to BigCommerce, by store, endpoint and HTTP status",
+            ["store", "endpoint", "status"],
+            registry=r,
+        )
+        self.bc_items_written = Counter(
+            "katsyncd_bigcommerce_items_written_total",
+            "Stock levels acknowledged by BigCommerce, by store",
+            ["store"],
+            registry=r,
+        )
+        self.bc_items_failed = Counter(
+            "katsyncd_bigcommerce_items_failed_total",
+            "Stock levels BigCommerce rejected (422 after isolating the item), by store",
+            ["store"],
+            registry=r,
+        )
+        self.bc_writes_skipped = Counter(
+            "katsyncd_bigcommerce_writes_skipped_unchanged_total",
+            "Recomputed levels not written because BigCommerce already has them, by store",
+            ["store"],
+            registry=r,
+        )
+        self.bc_rate_limit_wait_seconds = Counter(
+            "katsyncd_bigcommerce_rate_limit_wait_seconds_total",
+            "Seconds a store's writer waited on its rate limiter or after a 429",
+            ["store"],
+            registry=r,
+        )
+        self.bc_write_failures = Counter(
+            "katsyncd_bigcommerce_write_failures_total",
+            "Write requests that failed (429, 5xx, timeout, 4xx), by store and reason",
+            ["store", "reason"],
+            registry=r,
+        )
+        self.store_backlog = Gauge(
+            "katsyncd_store_backlog_items",
+            "Levels computed but not yet written, by store",
+            ["store"],
+            registry=r,
+        )
+        self.store_last_push = Gauge(
+            "katsyncd_store_last_successful_push_timestamp_seconds",
+            "Unix time of the last successful stock write, by store",
+            ["store"],
+            registry=r,
+        )
+        self.unmatched_skus = Gauge(
+            "katsyncd_unmatched_skus",
+            "Katana product SKUs with no BigCommerce item, by store",
+            ["store"],
+            registry=r,
+        )
+        self.sync_lag_seconds = Histogram(
+            "katsyncd_sync_lag_seconds",
+            "Time from the first stale mark of a variant to BigCommerce acknowledging its level",
+            ["store"],
+            buckets=LAG_BUCKETS_SECONDS,
+            registry=r,
+        )
+
+        # Polls and reconcile
+        self.poll_runs = Counter(
+            "katsyncd_poll_runs_total",
+            "Incremental Katana polls, by kind and outcome",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.poll_watermark = Gauge(
+            "katsyncd_poll_watermark_timestamp_seconds",
+            "Where each incremental poll resumes (Katana updated_at, unix time)",
+            ["kind"],
+            registry=r,
+        )
+        self.reconcile_runs = Counter(
+            "katsyncd_reconcile_runs_total",
+            "Full reconciles, by outcome",
+            ["outcome"],
+            registry=r,
+        )
+
+        # Config
+        self.config_reload_ok = Gauge(
+            "katsyncd_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or failed (0)",
+            registry=r,
+        )
+        self.config_reload_ts = Gauge(
+            "katsyncd_config_last_reload_success_timestamp_seconds",
+            "Unix time of the last successful configuration load",
+            registry=r,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

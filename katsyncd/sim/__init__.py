@@ -1,0 +1,1 @@
+"""In-process simulators of the Katana and BigCommerce APIs (real aiohttp servers)."""

@@ -1,0 +1,570 @@
+"""BigCommerce client for one store: catalogue and inventory reads, absolute stock writes.
+
+Every attempt first waits on the store's ``BcLimiter`` and feeds the response's X-Rate-Limit-*
+headers back to it. A 429 is handed to the limiter (which decides how long to wait) and retried;
+500/502/503/504, timeouts, connection errors and garbage bodies back off with full jitter and
+retry up to ``max_attempts``; 501/505 and other 5xx are final; 401/403 raise ``BcAuthError``; a
+422 (or 400/404/409/413 on a write) raises ``BcRejected``.
+
+``write_isolating`` turns one rejected batch into "these items are bad, the rest are written":
+it drops the items the error message names, and bisects when the message names none.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import re
+from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+import structlog
+
+from katsyncd import __version__
+from katsyncd.backoff import backoff_delay
+from katsyncd.metrics import Metrics
+from katsyncd.models import AbsoluteItem, BcItem, WriteOutcome
+from katsyncd.ratelimit import BcLimiter
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+ABSOLUTE_PATH = "/v3/inventory/adjustments/absolute"
+PRODUCTS_PATH = "/v3/catalog/products"
+LOCATIONS_PATH = "/v3/inventory/locations"
+ITEMS_PATH = "/v3/inventory/items"
+
+MAX_WRITE_ITEMS = 2000
+PAGE_SIZE = 250
+IDS_PER_REQUEST = 250
+MAX_CONSECUTIVE_429 = 20
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
+WRITE_REJECT_STATUSES = frozenset({400, 404, 409, 413, 422})
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_CAP_SECONDS = 60.0
+TITLE_CHARS = 500
+# Product fields the SKU index needs (the id always comes back). The spec's include_fields
+# enum has no entries for embedded variants, so variants come back whole.
+PRODUCT_FIELDS = "sku,inventory_tracking,base_variant_id"
+
+FailureReason = Literal["rate_limited", "server_error", "timeout", "rejected", "auth"]
+
+
+class BcError(Exception):
+    """A BigCommerce call failed for good."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, title: str = "", store: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.title = title[:TITLE_CHARS]
+        self.store = store
+
+
+class BcAuthError(BcError):
+    """401/403: the access token is wrong, revoked, or lacks a scope. Never retried."""
+
+
+class BcRejected(BcError):
+    """BigCommerce refused the request's content (422, or 400/404/409/413 on a write).
+
+    ``bad_identities`` holds item keys ("v:106", "p:113") named by the title or errors;
+    ``bad_locations`` the location ids of "Location not found, identities: [3,2]"; and
+    ``bad_indexes`` positions in the request's ``items`` named by error keys like "items.3".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        title: str = "",
+        store: str = "",
+        errors: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message, status=status, title=title, store=store)
+        self.errors: dict[str, Any] = errors or {}
+        texts = [title, *(str(v) for v in self.errors.values()), *self.errors]
+        self.bad_identities: set[str] = parse_item_identities(texts)
+        self.bad_locations: set[int] = parse_location_identities(texts)
+        self.bad_indexes: set[int] = parse_item_indexes(self.errors)
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Transient:
+    """An attempt that may succeed if repeated."""
+
+    reason: FailureReason
+    detail: str
+    status: int | None = None
+
+
+class _RateLimited:
+    """An attempt answered 429; the limiter already holds the next request back."""
+
+
+_RATE_LIMITED = _RateLimited()
+_Outcome = _Reply | _Transient | _RateLimited
+
+
+class BigCommerceClient:
+    """One store's API. The session belongs to the caller; the limiter is the store's own."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        api_base_url: str,
+        store_hash: str,
+        access_token: str,
+        limiter: BcLimiter,
+        metrics: Metrics | None = None,
+        *,
+        store_name: str = "",
+        max_attempts: int = 8,
+        timeout: float = 30.0,
+        rng: random.Random | None = None,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_cap: float = BACKOFF_CAP_SECONDS,
+    ) -> None:
+        self._session = session
+        self._root = f"{api_base_url.rstrip('/')}/stores/{store_hash}"
+        self._headers = {
+            "X-Auth-Token": access_token,
+            "Accept": "application/json",
+            "User-Agent": f"katsyncd/{__version__}",
+        }
+        self._limiter = limiter
+        self._metrics = metrics
+        self._store = store_name or store_hash
+        self._max_attempts = max(1, max_attempts)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._rng = rng
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+
+    def __repr__(self) -> str:  # never show the token
+        return f"BigCommerceClient({self._root!r})"
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def catalog_items(self) -> AsyncIterator[list[BcItem]]:
+        """Every product with its variants, flattened to SKU-carrying items, page by page."""
+        params = [("include", "variants"), ("include_fields", PRODUCT_FIELDS)]
+        async for page in self._pages(PRODUCTS_PATH, params):
+            items = [item for product in page for item in flatten_product(product)]
+            if items:
+                yield items
+
+    async def locations(self) -> list[dict[str, Any]]:
+        """Every inventory location of the store."""
+        result: list[dict[str, Any]] = []
+        async for page in self._pages(LOCATIONS_PATH, []):
+            result.extend(page)
+        return result
+
+    async def inventory_levels(self, items: Collection[BcItem], location_id: int) -> dict[str, int]:
+        """item_key -> total_inventory_onhand at ``location_id``, for the tracked items given.
+
+        Items BigCommerce returns nothing for are absent from the result.
+        """
+        levels: dict[str, int] = {}
+        for kind, ids in _ids_by_kind(items).items():
+            for chunk in _chunks(ids, IDS_PER_REQUEST):
+                await self._read_levels(kind, chunk, location_id, levels)
+        return levels
+
+    async def _read_levels(
+        self, kind: Literal["v", "p"], ids: Sequence[int], location_id: int, into: dict[str, int]
+    ) -> None:
+        name = "variant_id" if kind == "v" else "product_id"
+        wanted = {f"{kind}:{i}" for i in ids}
+        params = [(f"{name}:in", ",".join(map(str, ids))), ("location_id:in", str(location_id))]
+        async for page in self._pages(ITEMS_PATH, params):
+            for key, level in iter_levels(page, name, location_id):
+                if key in wanted:
+                    into.setdefault(key, level)
+
+    async def _pages(
+        self, path: str, params: Sequence[tuple[str, str]]
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        page = 1
+        while True:
+            query = [*params, ("limit", str(PAGE_SIZE)), ("page", str(page))]
+            reply = await self._call("GET", path, params=query)
+            rows: list[dict[str, Any]] = reply.body["data"]
+            if rows:
+                yield rows
+            if is_last_page(reply.body, len(rows), PAGE_SIZE):
+                return
+            page += 1
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def set_absolute(self, items: Sequence[AbsoluteItem], *, reason: str) -> str:
+        """One absolute adjustment (<= 2000 items); returns BigCommerce's transaction id."""
+        if not items or len(items) > MAX_WRITE_ITEMS:
+            raise ValueError(
+                f"an absolute adjustment takes 1..{MAX_WRITE_ITEMS} items, got {len(items)}"
+            )
+        body = {"reason": reason, "items": [item.to_json() for item in items]}
+        reply = await self._call("PUT", ABSOLUTE_PATH, json_body=body, write=True)
+        return str(reply.body["transaction_id"])
+
+    async def write_isolating(self, items: Sequence[AbsoluteItem], *, reason: str) -> WriteOutcome:
+        """Write everything that BigCommerce accepts; record each rejected item with the reason.
+
+        Batches of <= 2000. A rejected batch loses the items its error names and is resent;
+        if the error names none, it is bisected until single items are rejected. Other errors
+        propagate (what was written so far is then lost from the outcome, not from the store).
+        """
+        outcome = WriteOutcome()
+        for batch in _chunks(items, MAX_WRITE_ITEMS):
+            await self._write_batch(batch, reason, outcome)
+        return outcome
+
+    async def _write_batch(
+        self, batch: Sequence[AbsoluteItem], reason: str, outcome: WriteOutcome
+    ) -> None:
+        pending: list[Sequence[AbsoluteItem]] = [batch]
+        while pending:
+            part = pending.pop()
+            try:
+                outcome.transaction_ids.append(await self.set_absolute(part, reason=reason))
+            except BcRejected as exc:
+                pending.extend(reversed(_isolate(part, exc, outcome)))
+                continue
+            outcome.written.extend(part)
+
+    # -- one logical call ----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Sequence[tuple[str, str]] = (),
+        json_body: Any = None,
+        write: bool = False,
+    ) -> _Reply:
+        """Send until success, retrying per the policy in the module docstring."""
+        failures = 0
+        rate_limited = 0
+        while True:
+            outcome = await self._attempt(method, path, params, json_body, write)
+            if isinstance(outcome, _Reply):
+                return outcome
+            if isinstance(outcome, _RateLimited):
+                rate_limited += 1
+                if rate_limited >= MAX_CONSECUTIVE_429:
+                    raise BcError("rate limited too often", status=429, store=self._store)
+                continue
+            rate_limited = 0  # the cap is on consecutive 429s
+            failures += 1
+            if failures >= self._max_attempts:
+                raise BcError(
+                    f"{outcome.detail} after {failures} attempt(s)",
+                    status=outcome.status,
+                    store=self._store,
+                )
+            await self._back_off(path, failures, outcome)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Sequence[tuple[str, str]],
+        json_body: Any,
+        write: bool,
+    ) -> _Outcome:
+        await self._wait_for_limiter()
+        try:
+            async with self._session.request(
+                method,
+                self._root + path,
+                params=list(params),
+                json=json_body,
+                headers=self._request_headers(json_body),
+                timeout=self._timeout,
+            ) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count(path, "error")
+            reason: FailureReason = "timeout" if isinstance(exc, TimeoutError) else "server_error"
+            return self._failed(write, _Transient(reason, type(exc).__name__))
+        self._count(path, str(status))
+        self._limiter.observe(headers)
+        outcome = self._classify(status, headers, raw, path, write)
+        if isinstance(outcome, _Reply):
+            self._limiter.on_success()
+        return outcome
+
+    def _classify(
+        self, status: int, headers: Mapping[str, str], raw: bytes, path: str, write: bool
+    ) -> _Outcome:
+        if status == 429:
+            delay = self._limiter.on_429(headers)
+            log.warning(
+                "bigcommerce_rate_limited", store=self._store, delay_seconds=round(delay, 3)
+            )
+            return self._failed(write, _RATE_LIMITED)
+        body = _json_or_none(raw)
+        if 200 <= status < 300:
+            if _valid_success(path, body):
+                return _Reply(status, headers, body)
+            return self._failed(write, _Transient("server_error", "unparseable body", status))
+        if status in RETRY_STATUSES:
+            return self._failed(write, _Transient("server_error", f"HTTP {status}", status))
+        raise self._error(status, body, write)
+
+    def _error(self, status: int, body: Any, write: bool) -> BcError:
+        """The final exception for a non-retryable status."""
+        title, errors = _problem(body)
+        message = f"HTTP {status}: {title}" if title else f"HTTP {status}"
+        if status in (401, 403):
+            self._count_failure(write, "auth")
+            return BcAuthError(message, status=status, title=title, store=self._store)
+        if status == 422 or (write and status in WRITE_REJECT_STATUSES):
+            self._count_failure(write, "rejected")
+            return BcRejected(message, status=status, title=title, store=self._store, errors=errors)
+        if status >= 500:
+            self._count_failure(write, "server_error")
+        return BcError(message, status=status, title=title, store=self._store)
+
+    def _failed(self, write: bool, outcome: _Transient | _RateLimited) -> _Transient | _RateLimited:
+        reason: FailureReason = (
+            "rate_limited" if isinstance(outcome, _RateLimited) else outcome.reason
+        )
+        self._count_failure(write, reason)
+        return outcome
+
+    async def _wait_for_limiter(self) -> None:
+        waited = await self._limiter.wait()
+        if self._metrics is not None and waited > 0:
+            self._metrics.bc_rate_limit_wait_seconds.labels(store=self._store).inc(waited)
+
+    async def _back_off(self, path: str, failures: int, outcome: _Transient) -> None:
+        delay = backoff_delay(
+            failures - 1, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
+        )
+        log.warning(
+            "bigcommerce_retry",
+            store=self._store,
+            endpoint=path,
+            reason=outcome.detail,
+            attempt=failures,
+            delay_seconds=round(delay, 3),
+        )
+        await asyncio.sleep(delay)
+
+    def _request_headers(self, json_body: Any) -> dict[str, str]:
+        if json_body is None:
+            return self._headers
+        return {**self._headers, "Content-Type": "application/json"}
+
+    def _count(self, path: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.bc_requests.labels(store=self._store, endpoint=path, status=status).inc()
+
+    def _count_failure(self, write: bool, reason: FailureReason) -> None:
+        if write and self._metrics is not None:
+            self._metrics.bc_write_failures.labels(store=self._store, reason=reason).inc()
+
+
+# -- isolating rejected items ------------------------------------------------------------------
+
+
+def _isolate(
+    part: Sequence[AbsoluteItem], exc: BcRejected, outcome: WriteOutcome
+) -> list[Sequence[AbsoluteItem]]:
+    """Record what a rejection pins down; return the parts still to send, in order."""
+    named = [i for n, i in enumerate(part) if _is_named(n, i, exc)]
+    if named:
+        outcome.rejected.extend((item, exc.title) for item in named)
+        rest = [i for n, i in enumerate(part) if not _is_named(n, i, exc)]
+        return [rest] if rest else []
+    if len(part) == 1:
+        outcome.rejected.append((part[0], exc.title))
+        return []
+    middle = len(part) // 2
+    return [part[:middle], part[middle:]]
+
+
+def _is_named(index: int, item: AbsoluteItem, exc: BcRejected) -> bool:
+    return (
+        item.item_key in exc.bad_identities
+        or item.location_id in exc.bad_locations
+        or index in exc.bad_indexes
+    )
+
+
+_ITEM_IDENTITY_RE = re.compile(
+    r"\b(variant_id|product_id)s?\b\W{0,3}(\d+(?:\s*,\s*\d+)*)", re.IGNORECASE
+)
+_LOCATION_IDENTITY_RE = re.compile(
+    r"\blocations?\b[^\[\]]*?\bidentit(?:y|ies)\b\W{0,3}\[([\d,\s]+)\]", re.IGNORECASE
+)
+_ITEM_INDEX_RE = re.compile(r"^items?\s*(?:\.|\[)\s*(\d+)\s*\]?")
+
+
+def parse_item_identities(texts: Iterable[str]) -> set[str]:
+    """Item keys named in error texts: "variant_id 106" -> "v:106", "product_id 113" -> "p:113"."""
+    found: set[str] = set()
+    for text in texts:
+        for kind, numbers in _ITEM_IDENTITY_RE.findall(text):
+            prefix = "v" if kind.lower() == "variant_id" else "p"
+            found.update(f"{prefix}:{n}" for n in re.findall(r"\d+", numbers))
+    return found
+
+
+def parse_location_identities(texts: Iterable[str]) -> set[int]:
+    """Location ids of messages like "Location not found, identities: [3,2]"."""
+    found: set[int] = set()
+    for text in texts:
+        for numbers in _LOCATION_IDENTITY_RE.findall(text):
+            found.update(int(n) for n in re.findall(r"\d+", numbers))
+    return found
+
+
+def parse_item_indexes(errors: Mapping[str, Any]) -> set[int]:
+    """Positions in ``items`` named by error keys such as "items.3" or "items[3].quantity"."""
+    found: set[int] = set()
+    for key in errors:
+        match = _ITEM_INDEX_RE.match(str(key).strip())
+        if match:
+            found.add(int(match.group(1)))
+    return found
+
+
+# -- pure parsing helpers ----------------------------------------------------------------------
+
+
+def flatten_product(product: Mapping[str, Any]) -> list[BcItem]:
+    """The SKU-carrying items of one product, by its ``inventory_tracking``.
+
+    "product": the product itself; "variant": each variant with a SKU; "none": every distinct
+    SKU (so callers can report untracked SKUs). Malformed products are skipped with a warning.
+    """
+    try:
+        product_id = int(product["id"])
+    except (KeyError, TypeError, ValueError):
+        log.warning("bigcommerce_malformed_product", product=str(product)[:200])
+        return []
+    tracking = product.get("inventory_tracking")
+    sku = _sku(product.get("sku"))
+    variants = list(_variant_skus(product))
+    if tracking == "product":
+        return [BcItem(sku, product_id, None, "product")] if sku else []
+    if tracking == "variant":
+        return [BcItem(s, product_id, v, "variant") for v, s in variants]
+    if tracking == "none":
+        return _untracked(product_id, sku, variants)
+    log.warning("bigcommerce_unknown_tracking", product_id=product_id, tracking=str(tracking))
+    return []
+
+
+def _untracked(product_id: int, sku: str, variants: list[tuple[int, str]]) -> list[BcItem]:
+    items = [BcItem(sku, product_id, None, "none")] if sku else []
+    seen = {sku}
+    for variant_id, variant_sku in variants:
+        if variant_sku not in seen:
+            seen.add(variant_sku)
+            items.append(BcItem(variant_sku, product_id, variant_id, "none"))
+    return items
+
+
+def _variant_skus(product: Mapping[str, Any]) -> Iterator[tuple[int, str]]:
+    """(variant id, sku) of each well-formed variant with a non-empty SKU."""
+    variants = product.get("variants")
+    for variant in variants if isinstance(variants, list) else ():
+        if not isinstance(variant, dict):
+            continue
+        sku = _sku(variant.get("sku"))
+        variant_id = variant.get("id")
+        if sku and isinstance(variant_id, int) and not isinstance(variant_id, bool):
+            yield variant_id, sku
+
+
+def _sku(value: Any) -> str:
+    """A SKU as sent (case and inner spaces kept); empty when missing or blank."""
+    return value if isinstance(value, str) and value.strip() else ""
+
+
+def iter_levels(
+    page: Iterable[Mapping[str, Any]], id_field: str, location_id: int
+) -> Iterator[tuple[str, int]]:
+    """(item key, total_inventory_onhand at the location) from ``/v3/inventory/items`` rows."""
+    prefix = "v" if id_field == "variant_id" else "p"
+    for row in page:
+        identity = row.get("identity")
+        ident = identity.get(id_field) if isinstance(identity, dict) else None
+        if not isinstance(ident, int):
+            continue
+        for place in row.get("locations") or ():
+            if isinstance(place, dict) and place.get("location_id") == location_id:
+                onhand = place.get("total_inventory_onhand")
+                if isinstance(onhand, int):
+                    yield f"{prefix}:{ident}", onhand
+
+
+def is_last_page(body: Mapping[str, Any], rows: int, limit: int) -> bool:
+    """Whether a v3 list response is the last page: meta.pagination, else a short page."""
+    if rows == 0:
+        return True
+    meta = body.get("meta")
+    pagination = meta.get("pagination") if isinstance(meta, dict) else None
+    if isinstance(pagination, dict):
+        current, total = pagination.get("current_page"), pagination.get("total_pages")
+        if isinstance(current, int) and isinstance(total, int):
+            return current >= total
+    return rows < limit
+
+
+def _valid_success(path: str, body: Any) -> bool:
+    """Whether a 2xx body has the shape the endpoint promises."""
+    if not isinstance(body, dict):
+        return False
+    if path == ABSOLUTE_PATH:
+        return isinstance(body.get("transaction_id"), str | int)
+    data = body.get("data")
+    return isinstance(data, list) and all(isinstance(row, dict) for row in data)
+
+
+def _problem(body: Any) -> tuple[str, dict[str, Any]]:
+    """(title, errors) of a problem+json body; tolerant of anything else."""
+    if not isinstance(body, dict):
+        return "", {}
+    title = body.get("title")
+    errors = body.get("errors")
+    return (str(title) if title is not None else ""), (errors if isinstance(errors, dict) else {})
+
+
+def _json_or_none(raw: bytes) -> Any:
+    try:
+        return json.loads(raw.decode("utf-8", "replace")) if raw.strip() else None
+    except ValueError:
+        return None
+
+
+def _ids_by_kind(items: Iterable[BcItem]) -> dict[Literal["v", "p"], list[int]]:
+    """Tracked items' ids, split by how BigCommerce addresses their stock."""
+    variants = {i.variant_id for i in items if i.tracking == "variant" and i.variant_id is not None}
+    products = {i.product_id for i in items if i.tracking == "product"}
+    return {"v": sorted(variants), "p": sorted(products)}
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

@@ -1,0 +1,707 @@
+"""Katana MRP API client: paged reads in bulk, retries, and the shared rate limiter.
+
+Every attempt takes one token from the process-wide ``KatanaLimiter`` and feeds the response's
+X-Ratelimit-* headers back to it. A 429 pauses the limiter for Retry-After and retries; 5xx,
+timeouts, connection errors and garbage bodies back off (full jitter) and retry up to
+``max_attempts``; 401/403 raise ``KatanaAuthError`` at once; other 4xx raise ``KatanaError``.
+
+The parsing helpers at the bottom are pure and lenient, because Katana's docs disagree with
+each other about types (strings vs numbers, "Z" vs "+00:00", seconds vs milliseconds).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from email.utils import parsedate_to_datetime
+from typing import Any, Literal, TypeVar
+
+import aiohttp
+import structlog
+
+from katsyncd import __version__
+from katsyncd.backoff import backoff_delay
+from katsyncd.metrics import Metrics
+from katsyncd.models import (
+    InventoryRow,
+    KatanaLocation,
+    KatanaVariant,
+    Movement,
+    Priority,
+    SalesOrder,
+    SalesOrderRow,
+)
+from katsyncd.ratelimit import KatanaLimiter
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+Params = Sequence[tuple[str, str]]
+Expect = Literal["list", "object", "none"]
+
+MAX_PAGE_SIZE = 250
+KATANA_DEFAULT_LIMIT = 50  # what Katana pages by when no ``limit`` is sent
+IDS_PER_REQUEST = 250
+DEFAULT_RETRY_AFTER_SECONDS = 60.0
+MAX_CONSECUTIVE_429 = 20
+BACKOFF_BASE_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+BODY_EXCERPT_CHARS = 500
+
+
+class KatanaError(Exception):
+    """A Katana call failed for good. ``body`` is a truncated excerpt of the response."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, endpoint: str = "", body: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.endpoint = endpoint
+        self.body = body[:BODY_EXCERPT_CHARS]
+
+
+class KatanaAuthError(KatanaError):
+    """401/403: the API key is missing, wrong or lacks access. Never retried."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: Any
+
+
+@dataclass(frozen=True, slots=True)
+class _Transient:
+    """An attempt that may succeed if repeated (5xx, timeout, garbage body)."""
+
+    reason: str
+    status: int | None = None
+    body: str = ""
+
+
+class _RateLimited:
+    """An attempt answered 429; the limiter is already paused."""
+
+
+_RATE_LIMITED = _RateLimited()
+_Outcome = _Reply | _Transient | _RateLimited
+
+
+class KatanaClient:
+    """Reads Katana in bulk through the shared limiter. The session belongs to the caller."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        api_key: str,
+        limiter: KatanaLimiter,
+        metrics: Metrics | None = None,
+        *,
+        max_attempts: int = 6,
+        timeout: float = 30.0,
+        page_size: int = MAX_PAGE_SIZE,
+        rng: random.Random | None = None,
+        backoff_base: float = BACKOFF_BASE_SECONDS,
+        backoff_cap: float = BACKOFF_CAP_SECONDS,
+    ) -> None:
+        self._session = session
+        self.base_url = base_url
+        self.api_key = api_key
+        self._limiter = limiter
+        self._metrics = metrics
+        self._max_attempts = max(1, max_attempts)
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._page_size = min(max(1, page_size), MAX_PAGE_SIZE)
+        self._rng = rng
+        self._backoff_base = backoff_base
+        self._backoff_cap = backoff_cap
+
+    def __repr__(self) -> str:  # never show the key
+        return f"KatanaClient({self._base_url!r})"
+
+    @property
+    def base_url(self) -> str:
+        """Root of the API, e.g. ``https://api.katanamrp.com/v1`` (settable on config reload)."""
+        return self._base_url
+
+    @base_url.setter
+    def base_url(self, value: str) -> None:
+        self._base_url = value.rstrip("/")
+
+    @property
+    def api_key(self) -> str:
+        """The bearer key (settable on config reload). Never log it."""
+        return self._api_key
+
+    @api_key.setter
+    def api_key(self, value: str) -> None:
+        self._api_key = value
+        self._headers = {
+            "Authorization": f"Bearer {value}",
+            "Accept": "application/json",
+            "User-Agent": f"katsyncd/{__version__}",
+        }
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get_page(
+        self, path: str, params: Params, *, priority: Priority
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of a list endpoint: (rows, is_last_page). One limiter token per attempt."""
+        reply = await self._call("GET", path, endpoint=path, priority=priority, params=params)
+        rows: list[dict[str, Any]] = reply.body
+        limit = _param_int(params, "limit", KATANA_DEFAULT_LIMIT)
+        return rows, is_last_page(reply.headers.get("X-Pagination"), len(rows), limit)
+
+    async def pages(
+        self, path: str, params: Params, *, priority: Priority
+    ) -> AsyncIterator[list[dict[str, Any]]]:
+        """Every non-empty page, page=1.. until X-Pagination says last (or a short page)."""
+        base = [(k, v) for k, v in params if k not in ("page", "limit")]
+        page = 1
+        while True:
+            paging = [("limit", str(self._page_size)), ("page", str(page))]
+            rows, last = await self.get_page(path, [*base, *paging], priority=priority)
+            if rows:
+                yield rows
+            if last:
+                return
+            page += 1
+
+    async def inventory(
+        self,
+        variant_ids: Collection[int],
+        *,
+        priority: Priority = Priority.LIVE,
+        ids_per_request: int = IDS_PER_REQUEST,
+    ) -> list[InventoryRow]:
+        """Current inventory of these variants at every location, read in bulk (never per id)."""
+        result: list[InventoryRow] = []
+        for chunk in _chunks(sorted(set(variant_ids)), ids_per_request):
+            wanted = set(chunk)
+            params = [("variant_id", str(i)) for i in chunk]
+            async for page in self.pages("/inventory", params, priority=priority):
+                rows = _parse_rows(page, parse_inventory_row, "/inventory")
+                # Katana ignores filters it does not know; never trust it to have filtered.
+                result.extend(r for r in rows if r.variant_id in wanted)
+        return result
+
+    async def all_inventory(
+        self, *, priority: Priority = Priority.RECONCILE
+    ) -> AsyncIterator[list[InventoryRow]]:
+        """The whole inventory, page by page (a full reconcile)."""
+        async for page in self.pages("/inventory", [], priority=priority):
+            yield _parse_rows(page, parse_inventory_row, "/inventory")
+
+    async def variants(
+        self,
+        *,
+        updated_at_min: datetime | None = None,
+        include_deleted: bool = True,
+        priority: Priority = Priority.POLL,
+    ) -> AsyncIterator[list[KatanaVariant]]:
+        """Variants (optionally only those updated since ``updated_at_min``), page by page."""
+        params = [("include_deleted", _bool_param(include_deleted))]
+        if updated_at_min is not None:
+            params.append(("updated_at_min", format_datetime(updated_at_min)))
+        async for page in self.pages("/variants", params, priority=priority):
+            yield _parse_rows(page, parse_variant, "/variants")
+
+    async def variants_by_ids(
+        self,
+        ids: Collection[int],
+        *,
+        include_deleted: bool = True,
+        priority: Priority = Priority.LIVE,
+    ) -> AsyncIterator[list[KatanaVariant]]:
+        """These variants (chunked, repeated ``ids=``), page by page; nothing for no ids."""
+        params = [("include_deleted", _bool_param(include_deleted))]
+        for id_params in _id_filters(ids):
+            async for page in self.pages("/variants", [*params, *id_params], priority=priority):
+                yield _parse_rows(page, parse_variant, "/variants")
+
+    async def sales_orders(
+        self,
+        *,
+        ids: Collection[int] | None = None,
+        updated_at_min: datetime | None = None,
+        status: str | None = None,
+        include_deleted: bool = True,
+        priority: Priority = Priority.POLL,
+    ) -> AsyncIterator[list[SalesOrder]]:
+        """Sales orders with their rows, by ids (chunked, repeated ``ids=``), date and status."""
+        params = [("include_deleted", _bool_param(include_deleted))]
+        if updated_at_min is not None:
+            params.append(("updated_at_min", format_datetime(updated_at_min)))
+        if status is not None:
+            params.append(("status", status))
+        for id_params in _id_filters(ids):
+            async for page in self.pages("/sales_orders", [*params, *id_params], priority=priority):
+                yield _parse_rows(page, parse_sales_order, "/sales_orders")
+
+    async def inventory_movements(
+        self, *, updated_at_min: datetime, priority: Priority = Priority.POLL
+    ) -> AsyncIterator[list[Movement]]:
+        """Inventory movements updated since ``updated_at_min``, page by page."""
+        params = [("updated_at_min", format_datetime(updated_at_min))]
+        async for page in self.pages("/inventory_movements", params, priority=priority):
+            yield _parse_rows(page, parse_movement, "/inventory_movements")
+
+    async def locations(self, *, priority: Priority = Priority.POLL) -> list[KatanaLocation]:
+        """Every (non-deleted) location."""
+        result: list[KatanaLocation] = []
+        async for page in self.pages("/locations", [], priority=priority):
+            result.extend(_parse_rows(page, parse_location, "/locations"))
+        return result
+
+    # -- webhook registration (rare administrative calls, sent at LIVE priority) ---------------
+
+    async def list_webhooks(self) -> list[dict[str, Any]]:
+        """Every registered webhook, as Katana returns it (including its signing token)."""
+        result: list[dict[str, Any]] = []
+        async for page in self.pages("/webhooks", [], priority=Priority.LIVE):
+            result.extend(page)
+        return result
+
+    async def create_webhook(
+        self, url: str, events: Sequence[str], *, description: str = "katsyncd"
+    ) -> dict[str, Any]:
+        """Register a webhook. Not retried after an ambiguous failure (it could duplicate)."""
+        body = {
+            "url": url,
+            "subscribed_events": list(events),
+            "enabled": True,
+            "description": description,
+        }
+        reply = await self._call(
+            "POST",
+            "/webhooks",
+            endpoint="/webhooks",
+            json_body=body,
+            expect="object",
+            idempotent=False,
+        )
+        result: dict[str, Any] = reply.body
+        return result
+
+    async def update_webhook(self, webhook_id: int, **fields: Any) -> dict[str, Any]:
+        """Change only the given fields of a webhook (PATCH)."""
+        path = f"/webhooks/{webhook_id}"
+        reply = await self._call(
+            "PATCH", path, endpoint="/webhooks/{id}", json_body=fields, expect="object"
+        )
+        result: dict[str, Any] = reply.body
+        return result
+
+    async def delete_webhook(self, webhook_id: int) -> None:
+        """Delete a webhook; one that is already gone counts as deleted."""
+        try:
+            await self._call(
+                "DELETE", f"/webhooks/{webhook_id}", endpoint="/webhooks/{id}", expect="none"
+            )
+        except KatanaAuthError:
+            raise
+        except KatanaError as exc:
+            if exc.status != 404:
+                raise
+
+    # -- one logical call ----------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        endpoint: str,
+        priority: Priority = Priority.LIVE,
+        params: Params = (),
+        json_body: Any = None,
+        expect: Expect = "list",
+        idempotent: bool = True,
+    ) -> _Reply:
+        """Send until success, retrying per the policy in the module docstring."""
+        failures = 0
+        rate_limited = 0
+        while True:
+            outcome = await self._attempt(method, path, endpoint, priority, params, json_body)
+            if isinstance(outcome, _Reply):
+                outcome = _check_shape(outcome, expect)
+            if isinstance(outcome, _Reply):
+                return outcome
+            if isinstance(outcome, _RateLimited):
+                rate_limited += 1
+                if rate_limited >= MAX_CONSECUTIVE_429:
+                    raise KatanaError("rate limited too often", status=429, endpoint=endpoint)
+                continue
+            rate_limited = 0  # the cap is on consecutive 429s
+            failures += 1
+            if failures >= self._max_attempts or not idempotent:
+                raise KatanaError(
+                    f"{outcome.reason} after {failures} attempt(s)",
+                    status=outcome.status,
+                    endpoint=endpoint,
+                    body=outcome.body,
+                )
+            await self._back_off(endpoint, failures, outcome)
+
+    async def _attempt(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        priority: Priority,
+        params: Params,
+        json_body: Any,
+    ) -> _Outcome:
+        await self._acquire(priority)
+        try:
+            async with self._session.request(
+                method,
+                self._base_url + path,
+                params=list(params),
+                json=json_body,
+                headers=self._headers,
+                timeout=self._timeout,
+            ) as resp:
+                raw = await resp.read()
+                status, headers = resp.status, resp.headers
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self._count(endpoint, "error")
+            return _Transient(type(exc).__name__)
+        self._count(endpoint, str(status))
+        self._observe(headers)
+        return self._classify(status, headers, raw, endpoint)
+
+    def _classify(
+        self, status: int, headers: Mapping[str, str], raw: bytes, endpoint: str
+    ) -> _Outcome:
+        text = raw.decode("utf-8", "replace")
+        if status == 429:
+            self._on_429(headers)
+            return _RATE_LIMITED
+        if status in (401, 403):
+            raise KatanaAuthError(
+                f"Katana refused the API key ({status})",
+                status=status,
+                endpoint=endpoint,
+                body=text,
+            )
+        if status >= 500:
+            return _Transient(f"HTTP {status}", status, text)
+        if status >= 400:
+            raise KatanaError(f"HTTP {status}", status=status, endpoint=endpoint, body=text)
+        if not raw.strip():
+            return _Reply(status, headers, None)
+        try:
+            return _Reply(status, headers, json.loads(text))
+        except ValueError:
+            return _Transient("unparseable body", status, text)
+
+    async def _acquire(self, priority: Priority) -> None:
+        waited = await self._limiter.acquire(priority)
+        if self._metrics is not None and waited > 0:
+            label = priority.name.lower()
+            self._metrics.katana_limiter_wait_seconds.labels(priority=label).inc(waited)
+
+    def _observe(self, headers: Mapping[str, str]) -> None:
+        self._limiter.observe(
+            limit=_header_int(headers, "X-Ratelimit-Limit"),
+            remaining=_header_int(headers, "X-Ratelimit-Remaining"),
+            reset=_header_float(headers, "X-Ratelimit-Reset"),
+        )
+        if self._metrics is not None:
+            self._metrics.katana_budget_remaining.set(self._limiter.available())
+
+    def _on_429(self, headers: Mapping[str, str]) -> None:
+        seconds = parse_retry_after(headers.get("Retry-After"))
+        self._limiter.pause_for(seconds)
+        if self._metrics is not None:
+            self._metrics.katana_rate_limited.inc()
+            self._metrics.katana_budget_remaining.set(self._limiter.available())
+        log.warning("katana_rate_limited", retry_after_seconds=seconds)
+
+    async def _back_off(self, endpoint: str, failures: int, outcome: _Transient) -> None:
+        delay = backoff_delay(
+            failures - 1, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
+        )
+        log.warning(
+            "katana_retry",
+            endpoint=endpoint,
+            reason=outcome.reason,
+            attempt=failures,
+            delay_seconds=round(delay, 3),
+        )
+        await asyncio.sleep(delay)
+
+    def _count(self, endpoint: str, status: str) -> None:
+        if self._metrics is not None:
+            self._metrics.katana_requests.labels(endpoint=endpoint, status=status).inc()
+
+
+def _check_shape(reply: _Reply, expect: Expect) -> _Outcome:
+    """A 2xx whose JSON is not the expected shape is garbage, retried like a 5xx."""
+    if expect == "none":
+        return reply
+    if expect == "object":
+        if isinstance(reply.body, dict):
+            return reply
+        return _Transient("body is not a JSON object", reply.status)
+    rows = extract_rows(reply.body)
+    if rows is None:
+        return _Transient("body has no data list", reply.status)
+    return _Reply(reply.status, reply.headers, rows)
+
+
+# -- pure helpers ------------------------------------------------------------------------------
+
+
+def extract_rows(body: Any) -> list[dict[str, Any]] | None:
+    """The rows of a list response (``{"data": [...]}`` or a bare list); None if malformed."""
+    data = body.get("data") if isinstance(body, dict) else body
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        return None
+    return data
+
+
+def parse_pagination(header: str | None) -> dict[str, int | bool | None]:
+    """X-Pagination as typed values; strings ("150", "false") and numbers/bools both accepted."""
+    try:
+        raw = json.loads(header) if header else {}
+    except ValueError:
+        raw = {}
+    if not isinstance(raw, dict):
+        raw = {}
+    return {
+        "total_records": lenient_int(raw.get("total_records")),
+        "total_pages": lenient_int(raw.get("total_pages")),
+        "page": lenient_int(raw.get("page")),
+        "first_page": lenient_bool(raw.get("first_page")),
+        "last_page": lenient_bool(raw.get("last_page")),
+    }
+
+
+def is_last_page(header: str | None, rows: int, limit: int) -> bool:
+    """Whether a page is the last: X-Pagination if it says, else a short (or empty) page."""
+    if rows == 0:
+        return True
+    info = parse_pagination(header)
+    last, page, total = info["last_page"], info["page"], info["total_pages"]
+    if isinstance(last, bool):
+        return last
+    if isinstance(page, int) and isinstance(total, int):
+        return page >= total
+    return rows < limit
+
+
+def lenient_int(value: Any) -> int | None:
+    """An int from an int, an integral float or a numeric string; None otherwise."""
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return int(number) if number.is_finite() and number == number.to_integral_value() else None
+
+
+def lenient_bool(value: Any) -> bool | None:
+    """A bool from a bool, 0/1 or "true"/"false" (any case); None otherwise."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float):
+        return bool(value)
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes"):
+            return True
+        if lowered in ("false", "0", "no"):
+            return False
+    return None
+
+
+def parse_decimal(value: Any) -> Decimal:
+    """A quantity from a decimal string or a JSON number; null counts as zero."""
+    if value is None:
+        return Decimal(0)
+    if isinstance(value, bool):
+        raise ValueError(f"not a quantity: {value!r}")
+    try:
+        number = Decimal(str(value).strip())
+    except InvalidOperation as exc:
+        raise ValueError(f"not a quantity: {value!r}") from exc
+    if not number.is_finite():
+        raise ValueError(f"not a quantity: {value!r}")
+    return number
+
+
+def parse_datetime(value: Any) -> datetime:
+    """An aware UTC datetime from ISO 8601 with "Z" or an offset, with or without fraction."""
+    if not isinstance(value, str):
+        raise ValueError(f"not a datetime: {value!r}")
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def parse_optional_datetime(value: Any) -> datetime | None:
+    """Like ``parse_datetime``, with null or "" meaning None."""
+    return None if value is None or value == "" else parse_datetime(value)
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601 in UTC with milliseconds and "Z", as Katana's filters expect (naive = UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_retry_after(value: str | None) -> float:
+    """Retry-After as seconds (delta-seconds or an HTTP date); 60 when absent or garbage."""
+    if value is None or not value.strip():
+        return DEFAULT_RETRY_AFTER_SECONDS
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return DEFAULT_RETRY_AFTER_SECONDS
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _optional_str(value: Any) -> str | None:
+    return None if value is None or value == "" else str(value)
+
+
+def parse_inventory_row(row: Mapping[str, Any]) -> InventoryRow:
+    """One ``/inventory`` row."""
+    return InventoryRow(
+        variant_id=int(row["variant_id"]),
+        location_id=int(row["location_id"]),
+        in_stock=parse_decimal(row.get("quantity_in_stock")),
+        committed=parse_decimal(row.get("quantity_committed")),
+    )
+
+
+def parse_variant(row: Mapping[str, Any]) -> KatanaVariant:
+    """One ``/variants`` row; a missing ``type`` is inferred from product_id/material_id."""
+    product_id = _optional_int(row.get("product_id"))
+    kind = row.get("type") or ("product" if product_id is not None else "material")
+    return KatanaVariant(
+        id=int(row["id"]),
+        sku=_optional_str(row.get("sku")),
+        type=str(kind),
+        created_at=parse_datetime(row["created_at"]),
+        updated_at=parse_datetime(row["updated_at"]),
+        deleted_at=parse_optional_datetime(row.get("deleted_at")),
+        product_id=product_id,
+    )
+
+
+def parse_sales_order_row(row: Mapping[str, Any]) -> SalesOrderRow:
+    """One row nested in a sales order."""
+    return SalesOrderRow(
+        id=int(row["id"]),
+        variant_id=int(row["variant_id"]),
+        quantity=parse_decimal(row.get("quantity")),
+        location_id=_optional_int(row.get("location_id")),
+    )
+
+
+def parse_sales_order(row: Mapping[str, Any]) -> SalesOrder:
+    """One ``/sales_orders`` row with its nested ``sales_order_rows``."""
+    return SalesOrder(
+        id=int(row["id"]),
+        status=str(row["status"]),
+        location_id=_optional_int(row.get("location_id")),
+        ecommerce_order_type=_optional_str(row.get("ecommerce_order_type")),
+        source=_optional_str(row.get("source")),
+        updated_at=parse_datetime(row["updated_at"]),
+        deleted_at=parse_optional_datetime(row.get("deleted_at")),
+        rows=tuple(parse_sales_order_row(r) for r in row.get("sales_order_rows") or ()),
+    )
+
+
+def parse_movement(row: Mapping[str, Any]) -> Movement:
+    """One ``/inventory_movements`` row."""
+    return Movement(
+        id=int(row["id"]),
+        variant_id=int(row["variant_id"]),
+        location_id=int(row["location_id"]),
+        updated_at=parse_datetime(row["updated_at"]),
+    )
+
+
+def parse_location(row: Mapping[str, Any]) -> KatanaLocation:
+    """One ``/locations`` row."""
+    return KatanaLocation(id=int(row["id"]), name=str(row.get("name") or ""))
+
+
+def _parse_rows(
+    page: Sequence[Mapping[str, Any]], parse: Callable[[Mapping[str, Any]], T], endpoint: str
+) -> list[T]:
+    """Parse a page; a malformed row fails the call (silently skipping could zero stock)."""
+    try:
+        return [parse(row) for row in page]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise KatanaError(
+            f"malformed row: {type(exc).__name__}: {exc}", status=200, endpoint=endpoint
+        ) from exc
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), max(1, size)):
+        yield items[start : start + size]
+
+
+def _id_filters(ids: Collection[int] | None) -> Iterator[list[tuple[str, str]]]:
+    """No filter when ``ids`` is None; else one repeated ``ids=`` list per chunk (none if empty)."""
+    if ids is None:
+        yield []
+        return
+    for chunk in _chunks(sorted(set(ids)), IDS_PER_REQUEST):
+        yield [("ids", str(i)) for i in chunk]
+
+
+def _bool_param(value: bool) -> str:
+    return "true" if value else "false"
+
+
+def _param_int(params: Params, name: str, default: int) -> int:
+    for key, value in params:
+        if key == name:
+            return lenient_int(value) or default
+    return default
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    return lenient_int(headers.get(name))
+
+
+def _header_float(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

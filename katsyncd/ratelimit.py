@@ -1,0 +1,398 @@
+"""Client-side rate limiters for Katana (one per process) and BigCommerce (one per store).
+
+Both are plain state plus async waiting: no background task and no network. The clock and the
+sleep function are injected, so tests drive time by hand. Waiting never holds a resource, so
+cancelling a waiter at any await point leaks nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from katsyncd.backoff import doubled, escalating_delay
+from katsyncd.models import Priority
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], Awaitable[None]]
+
+# Float slack when comparing token counts, so a sleep of exactly the computed delay succeeds.
+_EPSILON = 1e-9
+# Katana's quota is per 60 s window; a reset further away than this is treated as garbage.
+KATANA_WINDOW_SECONDS = 60.0
+# Katana's docs call X-Ratelimit-Reset milliseconds, their example is seconds: below 1e12 = s.
+_EPOCH_MS_THRESHOLD = 1e12
+
+BC_MAX_429_DELAY_SECONDS = 60.0
+BC_OVERLOAD_BASE_SECONDS = 1.0
+# A 429 whose headers say "reset in 0 ms" still waits this long (doubling on repeats).
+BC_MIN_429_DELAY_SECONDS = 0.25
+# Used when Requests-Left is at the floor but neither reset nor window headers came back.
+BC_DEFAULT_WINDOW_MS = 30_000
+
+
+class _Bucket:
+    """A token bucket: ``capacity`` tokens, refilled at ``rate`` per second. Pure arithmetic."""
+
+    def __init__(self, requests_per_minute: int, now: float) -> None:
+        self.capacity = float(requests_per_minute)
+        self.rate = requests_per_minute / 60.0
+        self.tokens = self.capacity
+        self._last = now
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned since the last refill (a clock going backwards adds none)."""
+        elapsed = max(0.0, now - self._last)
+        self.tokens = min(self.capacity, self.tokens + elapsed * self.rate)
+        self._last = max(self._last, now)
+
+    def resize(self, requests_per_minute: int) -> None:
+        """Change capacity and rate; tokens above the new capacity are dropped."""
+        self.capacity = float(requests_per_minute)
+        self.rate = requests_per_minute / 60.0
+        self.tokens = min(self.tokens, self.capacity)
+
+    def seconds_until(self, level: float) -> float:
+        """How long until the bucket holds ``level`` tokens (0 if it already does)."""
+        missing = level - self.tokens
+        return 0.0 if missing <= _EPSILON else missing / self.rate
+
+
+@dataclass(eq=False)
+class _Waiter:
+    priority: Priority
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+def _reset_to_epoch_seconds(reset: float) -> float:
+    """Katana's X-Ratelimit-Reset as epoch seconds, whether it was sent in seconds or ms."""
+    return reset if reset < _EPOCH_MS_THRESHOLD else reset / 1000.0
+
+
+def _check_rate(requests_per_minute: int) -> int:
+    if requests_per_minute < 1:
+        raise ValueError(f"requests_per_minute must be >= 1, got {requests_per_minute}")
+    return requests_per_minute
+
+
+class KatanaLimiter:
+    """One per process; every Katana call goes through it.
+
+    A token bucket (capacity = requests_per_minute, refilled at rpm/60 per second) that also
+    obeys the server: ``observe`` lowers the tokens to X-Ratelimit-Remaining (other apps share
+    the account) and adopts a lower X-Ratelimit-Limit; ``pause_for`` blocks everyone after a 429.
+    Waiters are served LIVE before POLL before RECONCILE, FIFO within a priority. A RECONCILE
+    waiter only takes a token that leaves ``reserve_fraction`` of the capacity in the bucket,
+    so a full reconcile never starves live changes.
+
+    Only the head waiter (first of the most urgent non-empty queue) sleeps on the clock; the
+    others wait on their own event and are woken when they become head.
+    """
+
+    def __init__(
+        self,
+        requests_per_minute: int,
+        *,
+        reserve_fraction: float = 0.25,
+        clock: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        if not 0.0 <= reserve_fraction < 1.0:
+            raise ValueError(f"reserve_fraction must be in [0, 1), got {reserve_fraction}")
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._sleep = sleep
+        self._configured = _check_rate(requests_per_minute)
+        self._server_limit: int | None = None
+        self._reserve_fraction = reserve_fraction
+        self._bucket = _Bucket(requests_per_minute, clock())
+        self._paused_until = -math.inf
+        self._queues: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
+        self._granted = 0
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    async def acquire(self, priority: Priority) -> float:
+        """Wait for a token at ``priority`` and take it; returns the seconds waited."""
+        start = self._clock()
+        if self.try_acquire(priority):
+            return 0.0
+        waiter = _Waiter(priority)
+        self._queues[priority].append(waiter)
+        try:
+            await self._wait_turn(waiter)
+        finally:
+            self._leave(waiter)
+        return max(0.0, self._clock() - start)
+
+    def try_acquire(self, priority: Priority) -> bool:
+        """Take a token now if allowed and nobody as or more urgent is already waiting."""
+        if any(self._queues[p] for p in Priority if p <= priority):
+            return False
+        if self.delay_for(priority) > 0.0:
+            return False
+        self._take()
+        return True
+
+    async def _wait_turn(self, waiter: _Waiter) -> None:
+        while True:
+            if self._head() is waiter:
+                delay = self.delay_for(waiter.priority)
+                if delay <= 0.0:
+                    self._take()  # no await between taking and returning: cancel-safe
+                    return
+                await self._sleep(delay)
+            else:
+                await waiter.wake.wait()
+                waiter.wake.clear()
+
+    def _head(self) -> _Waiter | None:
+        for priority in Priority:
+            if self._queues[priority]:
+                return self._queues[priority][0]
+        return None
+
+    def _leave(self, waiter: _Waiter) -> None:
+        """Drop a granted or cancelled waiter and wake whoever is head now."""
+        queue = self._queues[waiter.priority]
+        if waiter in queue:
+            queue.remove(waiter)
+        head = self._head()
+        if head is not None:
+            head.wake.set()
+
+    def _take(self) -> None:
+        self._bucket.tokens -= 1.0
+        self._granted += 1
+
+    # -- arithmetic ----------------------------------------------------------------------------
+
+    def delay_for(self, priority: Priority) -> float:
+        """Seconds until a waiter at ``priority`` may take a token (0: now), ignoring queues."""
+        now = self._clock()
+        self._bucket.refill(now)
+        paused = max(0.0, self._paused_until - now)
+        return max(paused, self._bucket.seconds_until(self._needed(priority)))
+
+    def _needed(self, priority: Priority) -> float:
+        """Tokens the bucket must hold before ``priority`` may take one."""
+        if priority is not Priority.RECONCILE:
+            return 1.0
+        reserve = self._reserve_fraction * self._bucket.capacity
+        return max(1.0, min(self._bucket.capacity, reserve + 1.0))
+
+    def observe(self, *, limit: int | None, remaining: int | None, reset: float | None) -> None:
+        """Fold in one response's X-Ratelimit-* headers (any of them may be missing).
+
+        ``reset`` is an epoch timestamp, in seconds if below 1e12 and in ms otherwise. When the
+        server says nothing remains, everyone waits until that reset (at most one window).
+        """
+        now = self._clock()
+        self._bucket.refill(now)
+        if limit is not None and limit > 0 and limit != self._server_limit:
+            self._server_limit = limit
+            self._bucket.resize(self._effective_rate())
+        if remaining is not None:
+            self._bucket.tokens = min(self._bucket.tokens, float(max(0, remaining)))
+            if remaining <= 0 and reset is not None:
+                self._pause_until_reset(now, reset)
+
+    def _pause_until_reset(self, now: float, reset: float) -> None:
+        wait = _reset_to_epoch_seconds(reset) - self._wall_clock()
+        wait = min(max(wait, 0.0), KATANA_WINDOW_SECONDS)
+        self._paused_until = max(self._paused_until, now + wait)
+
+    def pause_for(self, seconds: float) -> None:
+        """Block every waiter for ``seconds`` (a 429's Retry-After); the bucket restarts empty."""
+        now = self._clock()
+        self._bucket.refill(now)
+        self._bucket.tokens = min(self._bucket.tokens, 0.0)
+        self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+
+    def set_rate(self, requests_per_minute: int) -> None:
+        """Live reload: a new configured rate (the server's lower limit still wins)."""
+        self._bucket.refill(self._clock())
+        self._configured = _check_rate(requests_per_minute)
+        self._bucket.resize(self._effective_rate())
+
+    def _effective_rate(self) -> int:
+        if self._server_limit is None:
+            return self._configured
+        return min(self._configured, self._server_limit)
+
+    # -- reporting -----------------------------------------------------------------------------
+
+    def available(self) -> float:
+        """Tokens that could be spent now (0 while paused)."""
+        now = self._clock()
+        self._bucket.refill(now)
+        return 0.0 if now < self._paused_until else max(0.0, self._bucket.tokens)
+
+    def snapshot(self) -> dict[str, float | int]:
+        """State for /status and the metrics gauge."""
+        return {
+            "requests_per_minute": self._effective_rate(),
+            "available": self.available(),
+            "paused_for_seconds": max(0.0, self._paused_until - self._clock()),
+            "waiting_live": len(self._queues[Priority.LIVE]),
+            "waiting_poll": len(self._queues[Priority.POLL]),
+            "waiting_reconcile": len(self._queues[Priority.RECONCILE]),
+            "granted_total": self._granted,
+        }
+
+
+def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def _header_float(headers: Mapping[str, str], name: str) -> float | None:
+    raw = headers.get(name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    value = _header_float(headers, name)
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _BcHeaders:
+    """The X-Rate-Limit-* family of one response; every field may be missing."""
+
+    quota: int | None
+    left: int | None
+    reset_ms: float | None
+    window_ms: float | None
+    retry_after_s: float | None
+
+    @classmethod
+    def parse(cls, headers: Mapping[str, str]) -> _BcHeaders:
+        h = _lower_headers(headers)
+        return cls(
+            quota=_header_int(h, "x-rate-limit-requests-quota"),
+            left=_header_int(h, "x-rate-limit-requests-left"),
+            reset_ms=_header_float(h, "x-rate-limit-time-reset-ms"),
+            window_ms=_header_float(h, "x-rate-limit-time-window-ms"),
+            retry_after_s=_header_float(h, "x-retry-after"),
+        )
+
+    def server_delay(self) -> float | None:
+        """The wait a 429 asks for: max(reset, retry-after), or None without such headers."""
+        if self.reset_ms is None and self.retry_after_s is None:
+            return None
+        return max((self.reset_ms or 0.0) / 1000.0, self.retry_after_s or 0.0)
+
+
+class BcLimiter:
+    """Per store. Fed by X-Rate-Limit-* headers.
+
+    When Requests-Left reaches ``floor`` the next request waits Time-Reset-Ms. A 429 waits
+    max(Time-Reset-Ms, X-Retry-After * 1000), doubled on consecutive 429s (cap 60 s); a 429
+    without those headers (platform under load) backs off exponentially with jitter from 1 s.
+    """
+
+    def __init__(
+        self,
+        *,
+        floor: int = 1,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        overload_base: float = BC_OVERLOAD_BASE_SECONDS,
+        max_delay: float = BC_MAX_429_DELAY_SECONDS,
+    ) -> None:
+        self._floor = floor
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng
+        self._overload_base = overload_base
+        self._max_delay = max_delay
+        self._quota: int | None = None
+        self._left: int | None = None
+        self._reset_ms: float | None = None
+        self._window_ms: float | None = None
+        self._reset_at = -math.inf
+        self._blocked_until = -math.inf
+        self._consecutive_429 = 0
+
+    async def wait(self) -> float:
+        """Wait until a request may be sent and count it; returns the seconds waited."""
+        start = self._clock()
+        while (delay := self.delay()) > 0.0:
+            await self._sleep(delay)
+        if self._left is not None:
+            self._left -= 1
+        return max(0.0, self._clock() - start)
+
+    def delay(self) -> float:
+        """Seconds before the next request may go (0: now)."""
+        now = self._clock()
+        delay = self._blocked_until - now
+        if self._left is not None and self._left <= self._floor:
+            if self._reset_at > now:
+                delay = max(delay, self._reset_at - now)
+            else:
+                self._left = None  # the window has rolled over; the next response tells us more
+        return max(0.0, delay)
+
+    def observe(self, headers: Mapping[str, str]) -> None:
+        """Fold in one response's rate headers (names are case-insensitive)."""
+        self._apply(_BcHeaders.parse(headers))
+
+    def _apply(self, parsed: _BcHeaders) -> None:
+        self._quota = parsed.quota if parsed.quota is not None else self._quota
+        self._window_ms = parsed.window_ms if parsed.window_ms is not None else self._window_ms
+        if parsed.reset_ms is not None:
+            self._reset_ms = parsed.reset_ms
+        if parsed.left is None:
+            return
+        self._left = parsed.left
+        reset_ms = parsed.reset_ms if parsed.reset_ms is not None else self._window_ms
+        self._reset_at = self._clock() + (reset_ms or BC_DEFAULT_WINDOW_MS) / 1000.0
+
+    def on_429(self, headers: Mapping[str, str]) -> float:
+        """Record a 429 and block the next request; returns the delay imposed."""
+        parsed = _BcHeaders.parse(headers)
+        self._apply(parsed)
+        self._consecutive_429 += 1
+        server = parsed.server_delay()
+        if server is None:
+            delay = escalating_delay(
+                self._consecutive_429 - 1,
+                base=self._overload_base,
+                cap=self._max_delay,
+                rng=self._rng,
+            )
+        else:
+            delay = doubled(
+                max(server, BC_MIN_429_DELAY_SECONDS), self._consecutive_429, cap=self._max_delay
+            )
+        self._blocked_until = max(self._blocked_until, self._clock() + delay)
+        return delay
+
+    def on_success(self) -> None:
+        """A request went through: the next 429 starts the escalation afresh."""
+        self._consecutive_429 = 0
+
+    def snapshot(self) -> dict[str, float | int | None]:
+        """State for /status."""
+        return {
+            "quota": self._quota,
+            "left": self._left,
+            "reset_ms": self._reset_ms,
+            "window_ms": self._window_ms,
+            "consecutive_429": self._consecutive_429,
+            "blocked_for_seconds": max(0.0, self._blocked_until - self._clock()),
+        }

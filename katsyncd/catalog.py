@@ -1,0 +1,82 @@
+"""Per-store SKU index (S6, S7): BigCommerce's stock-tracked items by SKU, kept in Postgres.
+
+A refresh reads the catalogue in pages, stores what changed, and marks the Katana variants of
+new or re-SKU'd items stale so they get a level without waiting for a Katana change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
+
+import structlog
+
+from katsyncd.bigcommerce import BigCommerceClient
+from katsyncd.db import Database, Q
+from katsyncd.models import BcItem
+
+log = structlog.get_logger(__name__)
+
+MarkFn = Callable[[Collection[int], str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class CatalogStats:
+    items: int
+    added: int
+    removed: int
+    untracked: int
+
+
+def diff_index(
+    current: dict[str, tuple[str, str]], fresh: Collection[BcItem]
+) -> tuple[list[BcItem], list[str]]:
+    """Pure: items new or changed (sku/tracking) and keys that disappeared."""
+    seen = {i.item_key for i in fresh}
+    changed = [i for i in fresh if current.get(i.item_key) != (i.sku, i.tracking)]
+    removed = [k for k in current if k not in seen]
+    return changed, removed
+
+
+async def refresh_catalog(
+    store: str, client: BigCommerceClient, db: Database, mark: MarkFn
+) -> CatalogStats:
+    fresh: list[BcItem] = []
+    async for page in client.catalog_items():
+        fresh.extend(page)
+    current = {
+        r["item_key"]: (r["sku"], r["tracking"])
+        for r in await db.pool.fetch(Q["bc_item_keys"], store)
+    }
+    changed, removed = diff_index(current, fresh)
+    async with db.pool.acquire() as conn, conn.transaction():
+        if changed:
+            await conn.execute(
+                Q["upsert_bc_items"],
+                store,
+                [i.item_key for i in changed],
+                [i.sku for i in changed],
+                [i.product_id for i in changed],
+                [i.variant_id for i in changed],
+                [i.tracking for i in changed],
+            )
+        if removed:
+            await conn.execute(Q["delete_bc_items"], store, removed)
+            await conn.execute(Q["delete_item_levels"], store, removed)
+    skus = sorted({i.sku for i in changed if i.tracking != "none"})
+    if skus:
+        ids = [r["id"] for r in await db.pool.fetch(Q["live_variant_ids_by_skus"], skus)]
+        if ids:
+            await mark(ids, "catalog")
+    stats = CatalogStats(
+        len(fresh), len(changed), len(removed), sum(1 for i in fresh if i.tracking == "none")
+    )
+    log.info(
+        "catalog_refreshed",
+        store=store,
+        items=stats.items,
+        added=stats.added,
+        removed=stats.removed,
+        untracked=stats.untracked,
+    )
+    return stats

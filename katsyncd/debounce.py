@@ -1,0 +1,90 @@
+"""Per-key debounce in memory: a burst of marks for one key becomes one read.
+
+A key is due ``debounce`` seconds after its last mark, and never later than ``max_delay``
+after its first. The durable copy of the marks is in Postgres; this is only the timing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+
+
+class Debouncer:
+    def __init__(
+        self,
+        debounce: float,
+        max_delay: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.debounce = debounce
+        self.max_delay = max_delay
+        self._clock = clock
+        self._first: dict[int, float] = {}
+        self._last: dict[int, float] = {}
+        self._changed = asyncio.Event()
+        self.marks_total = 0
+
+    def __len__(self) -> int:
+        return len(self._first)
+
+    def configure(self, debounce: float, max_delay: float) -> None:
+        self.debounce, self.max_delay = debounce, max_delay
+        self._changed.set()
+
+    def mark(self, keys: Iterable[int], *, first_seen: float | None = None) -> None:
+        """Note that these keys may be stale. ``first_seen`` backdates the first mark."""
+        now = self._clock()
+        for k in keys:
+            self.marks_total += 1
+            first = self._first.get(k)
+            start = now if first_seen is None else min(first_seen, now)
+            self._first[k] = start if first is None else min(first, start)
+            self._last[k] = now
+        self._changed.set()
+
+    def due_at(self, key: int) -> float:
+        return min(self._last[key] + self.debounce, self._first[key] + self.max_delay)
+
+    def next_due_at(self) -> float | None:
+        if not self._first:
+            return None
+        return min(self.due_at(k) for k in self._first)
+
+    def due(self, now: float | None = None) -> list[int]:
+        now = self._clock() if now is None else now
+        return [k for k in self._first if self.due_at(k) <= now]
+
+    def oldest_first_seen(self, keys: Iterable[int]) -> float | None:
+        return min((self._first[k] for k in keys if k in self._first), default=None)
+
+    def take(self, keys: Iterable[int]) -> dict[int, float]:
+        """Remove keys (they are being read); returns each key's first-mark time."""
+        taken = {}
+        for k in keys:
+            if k in self._first:
+                taken[k] = self._first.pop(k)
+                self._last.pop(k, None)
+        return taken
+
+    async def wait_due(self, stop: asyncio.Event) -> bool:
+        """Wait until some key is due; False if ``stop`` was set first."""
+        while not stop.is_set():
+            nxt = self.next_due_at()
+            now = self._clock()
+            if nxt is not None and nxt <= now:
+                return True
+            timeout = None if nxt is None else nxt - now
+            self._changed.clear()
+            waiters = [
+                asyncio.ensure_future(self._changed.wait()),
+                asyncio.ensure_future(stop.wait()),
+            ]
+            try:
+                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
+        return False

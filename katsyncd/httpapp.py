@@ -1,0 +1,134 @@
+"""HTTP surface: the Katana webhook receiver, health, readiness, metrics and status."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+import asyncpg
+import structlog
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from katsyncd.db import pending_migrations
+from katsyncd.ingest import WebhookError, parse_event, verify_signature
+
+if TYPE_CHECKING:
+    from katsyncd.daemon import Daemon
+
+log = structlog.get_logger(__name__)
+
+ACK_TIMEOUT_SECONDS = 8.0  # Katana waits 10 s; answer 503 before that so it retries
+DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
+
+
+def build_app(daemon: Daemon) -> web.Application:
+    app = web.Application(client_max_size=daemon.config.server.max_body_bytes)
+    app[DAEMON_KEY] = daemon
+    app.router.add_post("/webhooks/katana", webhook)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/status", status)
+    return app
+
+
+def _problem(status: int, message: str) -> web.Response:
+    return web.json_response({"status": status, "error": message}, status=status)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    if request.content_length is not None and request.content_length > limit:
+        raise WebhookError(413, f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.content.iter_chunked(65536):
+        body.extend(chunk)
+        if len(body) > limit:
+            raise WebhookError(413, f"body over {limit} bytes")
+    return bytes(body)
+
+
+async def webhook(request: web.Request) -> web.Response:
+    d = request.app[DAEMON_KEY]
+    started = time.monotonic()
+    event, outcome = "unknown", "error"
+    try:
+        if d.draining:
+            raise WebhookError(503, "shutting down; retry later")
+        body = await _read_body(request, d.config.server.max_body_bytes)
+        if not verify_signature(
+            body, request.headers.get("x-sha2-signature"), d.config.katana.webhook_token_value()
+        ):
+            raise WebhookError(401, "bad or missing x-sha2-signature")
+        parsed = parse_event(body)
+        event = parsed.event
+        retry = request.headers.get("X-Katana-Retry-Num", "0")
+        await asyncio.wait_for(
+            d.committer.submit(parsed.effects, f"webhook:{event}"), ACK_TIMEOUT_SECONDS
+        )
+        outcome = "accepted" if parsed.effects else "ignored"
+        return web.json_response({"ok": True, "effects": len(parsed.effects), "retry": retry})
+    except WebhookError as exc:
+        outcome = {401: "bad_signature", 400: "malformed", 413: "too_large", 503: "draining"}.get(
+            exc.status, "rejected"
+        )
+        log.info("webhook_rejected", status=exc.status, why=str(exc), event=event)
+        return _problem(exc.status, str(exc))
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        RuntimeError,
+    ) as exc:
+        outcome = "db_unavailable"
+        log.warning("webhook_not_durable", event=event, error=str(exc) or type(exc).__name__)
+        return _problem(503, "could not record the event durably; retry later")
+    finally:
+        d.metrics.webhooks_received.labels(_event_label(event), outcome).inc()
+        d.metrics.webhook_ack_seconds.observe(time.monotonic() - started)
+
+
+def _event_label(event: str) -> str:
+    """Bound the label set: unknown event names are grouped."""
+    from katsyncd.ingest import SUBSCRIBED_EVENTS
+
+    return event if event in SUBSCRIBED_EVENTS or event == "unknown" else "other"
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the event loop answers."""
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: config loaded, Postgres reachable, migrations applied, not draining."""
+    d = request.app[DAEMON_KEY]
+    checks: dict[str, Any] = {"config": True, "draining": d.draining}
+    try:
+        async with d.db.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1")
+            pending = await pending_migrations(conn)
+        checks["database"] = True
+        checks["migrations_pending"] = pending
+    except Exception as exc:
+        checks["database"] = False
+        checks["database_error"] = type(exc).__name__
+        pending = []
+    ok = d.ready and checks["database"] and not pending and not d.draining
+    return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    d = request.app[DAEMON_KEY]
+    body = d.metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def status(request: web.Request) -> web.Response:
+    d = request.app[DAEMON_KEY]
+    try:
+        return web.json_response(await d.status())
+    except (OSError, asyncpg.PostgresError, RuntimeError) as exc:
+        return _problem(503, f"status unavailable: {type(exc).__name__}")

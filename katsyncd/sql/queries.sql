@@ -1,0 +1,227 @@
+-- Named queries. Each block starts with "-- name: <name>".
+
+-- name: mark_variants
+INSERT INTO stale_variant (variant_id, reason)
+SELECT * FROM unnest($1::bigint[], $2::text[])
+ON CONFLICT (variant_id) DO UPDATE SET gen = nextval('stale_gen')
+
+-- name: mark_sales_orders
+INSERT INTO stale_sales_order (so_id, reason)
+SELECT * FROM unnest($1::bigint[], $2::text[])
+ON CONFLICT (so_id) DO UPDATE SET gen = nextval('stale_gen')
+
+-- name: request_polls
+INSERT INTO poll_request (kind)
+SELECT unnest($1::text[])
+ON CONFLICT (kind) DO UPDATE SET requested_at = now()
+
+-- name: take_poll_requests
+DELETE FROM poll_request RETURNING kind
+
+-- name: load_stale_variants
+SELECT variant_id, extract(epoch FROM now() - first_marked_at)::float8 AS age
+FROM stale_variant
+
+-- name: load_stale_sales_orders
+SELECT so_id, extract(epoch FROM now() - first_marked_at)::float8 AS age
+FROM stale_sales_order
+
+-- name: stale_variant_gens
+SELECT variant_id, gen, first_marked_at, reason FROM stale_variant WHERE variant_id = ANY($1::bigint[])
+
+-- name: stale_sales_order_gens
+SELECT so_id, gen FROM stale_sales_order WHERE so_id = ANY($1::bigint[])
+
+-- name: clear_stale_variants
+DELETE FROM stale_variant s
+USING unnest($1::bigint[], $2::bigint[]) AS t(id, gen)
+WHERE s.variant_id = t.id AND s.gen = t.gen
+
+-- name: clear_stale_sales_orders
+DELETE FROM stale_sales_order s
+USING unnest($1::bigint[], $2::bigint[]) AS t(id, gen)
+WHERE s.so_id = t.id AND s.gen = t.gen
+
+-- name: count_stale_variants
+SELECT count(*) FROM stale_variant
+
+-- name: get_watermark
+SELECT updated_at FROM poll_watermark WHERE kind = $1
+
+-- name: set_watermark
+INSERT INTO poll_watermark (kind, updated_at, polled_at) VALUES ($1, $2, now())
+ON CONFLICT (kind) DO UPDATE SET updated_at = GREATEST(poll_watermark.updated_at, EXCLUDED.updated_at),
+                                 polled_at = now()
+
+-- name: all_watermarks
+SELECT kind, updated_at, polled_at FROM poll_watermark ORDER BY kind
+
+-- name: upsert_variants
+INSERT INTO katana_variant (id, sku, type, created_at, updated_at, deleted_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
+                     $6::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET sku = EXCLUDED.sku, type = EXCLUDED.type,
+    created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
+    deleted_at = EXCLUDED.deleted_at
+WHERE katana_variant.updated_at <= EXCLUDED.updated_at
+
+-- name: variants_by_ids
+SELECT id, sku, type, created_at, updated_at, deleted_at FROM katana_variant
+WHERE id = ANY($1::bigint[])
+
+-- name: live_variants_by_skus
+SELECT id, sku, type, created_at, updated_at, deleted_at FROM katana_variant
+WHERE sku = ANY($1::text[]) AND deleted_at IS NULL AND type = 'product'
+
+-- name: live_variant_ids_by_skus
+SELECT id FROM katana_variant
+WHERE sku = ANY($1::text[]) AND deleted_at IS NULL AND type = 'product'
+
+-- name: mark_absent_variants_deleted
+UPDATE katana_variant SET deleted_at = now()
+WHERE deleted_at IS NULL AND type = 'product' AND NOT (id = ANY($1::bigint[]))
+RETURNING id, sku
+
+-- name: upsert_sales_orders
+INSERT INTO katana_sales_order (id, status, location_id, from_channel, updated_at, deleted_at)
+SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[], $5::timestamptz[],
+                     $6::timestamptz[])
+ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, location_id = EXCLUDED.location_id,
+    from_channel = EXCLUDED.from_channel, updated_at = EXCLUDED.updated_at,
+    deleted_at = EXCLUDED.deleted_at
+
+-- name: so_row_variants
+SELECT DISTINCT variant_id FROM katana_so_row WHERE so_id = ANY($1::bigint[])
+
+-- name: delete_so_rows
+DELETE FROM katana_so_row WHERE so_id = ANY($1::bigint[])
+
+-- name: insert_so_rows
+INSERT INTO katana_so_row (so_id, row_id, variant_id, location_id, quantity)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::numeric[])
+ON CONFLICT (so_id, row_id) DO NOTHING
+
+-- name: delete_sales_orders
+DELETE FROM katana_sales_order WHERE id = ANY($1::bigint[])
+
+-- name: commit_rows_for_variants
+SELECT r.variant_id, COALESCE(r.location_id, so.location_id) AS location_id, r.quantity,
+       so.status, so.from_channel
+FROM katana_so_row r JOIN katana_sales_order so ON so.id = r.so_id
+WHERE r.variant_id = ANY($1::bigint[]) AND so.deleted_at IS NULL
+
+-- name: replace_locations
+INSERT INTO katana_location (id, name) SELECT * FROM unnest($1::bigint[], $2::text[])
+ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name
+
+-- name: all_locations
+SELECT id, name FROM katana_location ORDER BY id
+
+-- name: bc_items_for_skus
+SELECT store, item_key, sku, product_id, variant_id, tracking FROM bc_item
+WHERE store = ANY($1::text[]) AND sku = ANY($2::text[]) AND tracking <> 'none'
+
+-- name: bc_item_keys
+SELECT item_key, sku, tracking FROM bc_item WHERE store = $1
+
+-- name: upsert_bc_items
+INSERT INTO bc_item (store, item_key, sku, product_id, variant_id, tracking, refreshed_at)
+SELECT $1, * , now() FROM unnest($2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[])
+ON CONFLICT (store, item_key) DO UPDATE SET sku = EXCLUDED.sku, product_id = EXCLUDED.product_id,
+    variant_id = EXCLUDED.variant_id, tracking = EXCLUDED.tracking, refreshed_at = now()
+
+-- name: delete_bc_items
+DELETE FROM bc_item WHERE store = $1 AND item_key = ANY($2::text[])
+
+-- name: delete_item_levels
+DELETE FROM item_level WHERE store = $1 AND item_key = ANY($2::text[])
+
+-- name: upsert_levels
+-- One row per (store, item, location). A level equal to what is already desired changes nothing;
+-- stale_since keeps the oldest mark behind a level not yet pushed.
+INSERT INTO item_level AS l (store, item_key, location_id, sku, variant_id, desired, reason,
+                             stale_since)
+SELECT * FROM unnest($1::text[], $2::text[], $3::int[], $4::text[], $5::bigint[], $6::int[],
+                     $7::text[], $8::timestamptz[])
+ON CONFLICT (store, item_key, location_id) DO UPDATE SET
+    desired = EXCLUDED.desired,
+    desired_at = now(),
+    reason = EXCLUDED.reason,
+    sku = EXCLUDED.sku,
+    variant_id = EXCLUDED.variant_id,
+    stale_since = CASE WHEN l.desired IS DISTINCT FROM l.pushed AND l.stale_since IS NOT NULL
+                       THEN LEAST(l.stale_since, EXCLUDED.stale_since)
+                       ELSE EXCLUDED.stale_since END
+WHERE l.desired IS DISTINCT FROM EXCLUDED.desired
+
+-- name: levels_for
+SELECT store, item_key, location_id, desired, pushed FROM item_level
+WHERE store = ANY($1::text[]) AND item_key = ANY($2::text[])
+
+-- name: backlog
+SELECT item_key, location_id, sku, desired, pushed, reason, stale_since
+FROM item_level
+WHERE store = $1 AND desired IS DISTINCT FROM pushed
+  AND desired IS DISTINCT FROM failed_desired
+ORDER BY desired_at
+LIMIT $2
+
+-- name: dry_run_backlog
+SELECT item_key, location_id, sku, desired, pushed, reason, stale_since
+FROM item_level
+WHERE store = $1 AND desired IS DISTINCT FROM dry_run_recorded
+ORDER BY desired_at
+LIMIT $2
+
+-- name: record_pushed
+UPDATE item_level l SET pushed = t.q, pushed_at = now(), failed_desired = NULL,
+    failed_reason = NULL,
+    stale_since = CASE WHEN l.desired = t.q THEN NULL ELSE l.stale_since END
+FROM unnest($2::text[], $3::int[], $4::int[]) AS t(item_key, location_id, q)
+WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
+
+-- name: record_failed
+UPDATE item_level l SET failed_desired = t.q, failed_reason = t.why
+FROM unnest($2::text[], $3::int[], $4::int[], $5::text[]) AS t(item_key, location_id, q, why)
+WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
+
+-- name: record_dry_run
+UPDATE item_level l SET dry_run_recorded = t.q
+FROM unnest($2::text[], $3::int[], $4::int[]) AS t(item_key, location_id, q)
+WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
+
+-- name: insert_push_log
+INSERT INTO push_log (store, sku, item_key, location_id, old_quantity, new_quantity, reason,
+                      transaction_id, outcome)
+SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::text[],
+                         $8::text[], $9::text[])
+
+-- name: prune_push_log
+DELETE FROM push_log WHERE at < now() - make_interval(days => $1)
+
+-- name: store_stats
+SELECT store,
+       count(*) FILTER (WHERE desired IS DISTINCT FROM pushed
+                        AND desired IS DISTINCT FROM failed_desired) AS backlog,
+       count(*) FILTER (WHERE desired IS DISTINCT FROM dry_run_recorded) AS dry_run_backlog,
+       count(*) FILTER (WHERE failed_desired IS NOT NULL) AS failed,
+       count(*) AS items,
+       extract(epoch FROM max(pushed_at))::float8 AS last_push
+FROM item_level GROUP BY store
+
+-- name: unmatched_skus
+SELECT DISTINCT v.sku FROM katana_variant v
+WHERE v.deleted_at IS NULL AND v.type = 'product' AND v.sku IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM bc_item b WHERE b.store = $1 AND b.sku = v.sku)
+ORDER BY v.sku
+
+-- name: untracked_skus
+SELECT sku FROM bc_item WHERE store = $1 AND tracking = 'none' ORDER BY sku
+
+-- name: recent_pushes
+SELECT at, store, sku, item_key, location_id, old_quantity, new_quantity, reason, transaction_id,
+       outcome
+FROM push_log WHERE store = $1 ORDER BY id DESC LIMIT $2
+
+-- name: matched_skus
+SELECT DISTINCT sku FROM bc_item WHERE store = ANY($1::text[]) AND tracking <> 'none'

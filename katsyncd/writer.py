@@ -1,0 +1,223 @@
+"""One writer task per store (S9): pushes desired levels that differ from pushed ones.
+
+One request in flight per store, batches of up to 2,000 items, the store's own limiter; a
+store that is slow, failing or rate-limited only delays itself. Dry-run stores record what
+they would write and never call BigCommerce (S1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from katsyncd.backoff import backoff_delay
+from katsyncd.bigcommerce import BcError, BigCommerceClient
+from katsyncd.db import Conn, Database, Q
+from katsyncd.engine import StoreView
+from katsyncd.metrics import Metrics
+from katsyncd.models import AbsoluteItem, WriteOutcome
+
+log = structlog.get_logger(__name__)
+
+MAX_BATCH_ITEMS = 2000  # BigCommerce's limit for one absolute adjustment
+IDLE_CHECK_SECONDS = 5.0  # backlog re-check even without a wake-up
+
+
+class StoreWriter:
+    def __init__(
+        self,
+        view: StoreView,
+        client: BigCommerceClient,
+        db: Database,
+        metrics: Metrics,
+        *,
+        dry_run: Callable[[], bool],
+        batch_items: int = MAX_BATCH_ITEMS,
+        error_backoff_cap: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.view = view
+        self.client = client
+        self.db = db
+        self.metrics = metrics
+        self._dry_run = dry_run
+        self._batch = batch_items
+        self._backoff_cap = error_backoff_cap
+        self._rng = rng or random.Random()
+        self.last_push_at: float | None = None
+        self.last_error: str | None = None
+        self.requests = 0
+
+    @property
+    def name(self) -> str:
+        return self.view.name
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Loop until ``stop``: push, then sleep until woken or the idle re-check."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                did = await self.push_once()
+                failures = 0
+            except (TimeoutError, BcError, asyncpg.PostgresError, OSError) as exc:
+                failures += 1
+                self.last_error = str(exc)
+                delay = backoff_delay(failures, base=1.0, cap=self._backoff_cap, rng=self._rng)
+                log.warning(
+                    "store_write_failed", store=self.name, error=str(exc), retry_in=round(delay, 2)
+                )
+                await _wait(stop, delay)
+                continue
+            if not did:
+                self.view.wake.clear()
+                await _wait_event(stop, self.view.wake, IDLE_CHECK_SECONDS)
+
+    async def push_once(self) -> int:
+        """Push one batch of the backlog; returns items handled (0 = nothing to do)."""
+        dry = self._dry_run()
+        rows = await self.db.pool.fetch(
+            Q["dry_run_backlog" if dry else "backlog"], self.name, self._batch
+        )
+        if not rows:
+            return 0
+        if dry:
+            await self._record_dry_run(rows)
+            return len(rows)
+        items = [
+            AbsoluteItem(r["item_key"], r["location_id"], r["desired"], r["sku"]) for r in rows
+        ]
+        reason = _reason(rows)
+        started = time.monotonic()
+        outcome = await self.client.write_isolating(items, reason=f"katsyncd: {reason}")
+        self.requests += len(outcome.transaction_ids) + len(outcome.rejected)
+        await self._record(rows, outcome)
+        self.last_push_at = time.time()
+        self.last_error = None
+        log.info(
+            "store_pushed",
+            store=self.name,
+            items=len(outcome.written),
+            rejected=len(outcome.rejected),
+            reason=reason,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return len(rows)
+
+    async def _record(self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome) -> None:
+        old = {(r["item_key"], r["location_id"]): r for r in rows}
+        ok, bad = outcome.written, outcome.rejected
+        txn = ",".join(outcome.transaction_ids)
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            if ok:
+                await conn.execute(
+                    Q["record_pushed"],
+                    self.name,
+                    [i.item_key for i in ok],
+                    [i.location_id for i in ok],
+                    [i.quantity for i in ok],
+                )
+            if bad:
+                await conn.execute(
+                    Q["record_failed"],
+                    self.name,
+                    [i.item_key for i, _ in bad],
+                    [i.location_id for i, _ in bad],
+                    [i.quantity for i, _ in bad],
+                    [why[:500] for _, why in bad],
+                )
+            entries = [(i, txn, "written") for i in ok] + [
+                (i, why[:200], "rejected") for i, why in bad
+            ]
+            await _log_pushes(conn, self.name, entries, old)
+        self._observe(ok, bad, old)
+
+    def _observe(
+        self,
+        ok: Sequence[AbsoluteItem],
+        bad: Sequence[tuple[AbsoluteItem, str]],
+        old: dict[tuple[str, int], asyncpg.Record],
+    ) -> None:
+        now = datetime.now(UTC)
+        self.metrics.bc_items_written.labels(self.name).inc(len(ok))
+        self.metrics.bc_items_failed.labels(self.name).inc(len(bad))
+        if ok:
+            self.metrics.store_last_push.labels(self.name).set(time.time())
+        lag = self.metrics.sync_lag_seconds.labels(self.name)
+        for i in ok:
+            since = old[(i.item_key, i.location_id)]["stale_since"]
+            if since is not None:
+                lag.observe(max(0.0, (now - since).total_seconds()))
+        for i, why in bad:
+            log.warning(
+                "store_item_rejected",
+                store=self.name,
+                sku=i.sku,
+                item=i.item_key,
+                quantity=i.quantity,
+                why=why[:300],
+            )
+
+    async def _record_dry_run(self, rows: Sequence[asyncpg.Record]) -> None:
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                Q["record_dry_run"],
+                self.name,
+                [r["item_key"] for r in rows],
+                [r["location_id"] for r in rows],
+                [r["desired"] for r in rows],
+            )
+            items = [
+                AbsoluteItem(r["item_key"], r["location_id"], r["desired"], r["sku"]) for r in rows
+            ]
+            old = {(r["item_key"], r["location_id"]): r for r in rows}
+            await _log_pushes(conn, self.name, [(i, None, "dry_run") for i in items], old)
+        log.info("store_dry_run", store=self.name, items=len(rows))
+
+
+async def _log_pushes(
+    conn: Conn,
+    store: str,
+    entries: Sequence[tuple[AbsoluteItem, str | None, str]],
+    old: dict[tuple[str, int], asyncpg.Record],
+) -> None:
+    if not entries:
+        return
+    rows = [old[(i.item_key, i.location_id)] for i, _, _ in entries]
+    await conn.execute(
+        Q["insert_push_log"],
+        store,
+        [i.sku for i, _, _ in entries],
+        [i.item_key for i, _, _ in entries],
+        [i.location_id for i, _, _ in entries],
+        [r["pushed"] for r in rows],
+        [i.quantity for i, _, _ in entries],
+        [r["reason"] for r in rows],
+        [t for _, t, _ in entries],
+        [o for _, _, o in entries],
+    )
+
+
+def _reason(rows: Sequence[asyncpg.Record]) -> str:
+    reasons = sorted({r["reason"] for r in rows})
+    return ",".join(reasons[:5]) + ("…" if len(reasons) > 5 else "")
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _wait_event(stop: asyncio.Event, event: asyncio.Event, seconds: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(event.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()

@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 Params = Sequence[tuple[str, str]]
 Expect = Literal["list", "object", "none"]
+PageHook = Callable[[int, int | None], None]  # (pages done, total pages or None)
 
 MAX_PAGE_SIZE = 250
 KATANA_DEFAULT_LIMIT = 50  # what Katana pages by when no ``limit`` is sent
@@ -157,20 +158,35 @@ class KatanaClient:
         self, path: str, params: Params, *, priority: Priority
     ) -> tuple[list[dict[str, Any]], bool]:
         """One page of a list endpoint: (rows, is_last_page). One limiter token per attempt."""
+        rows, last, _ = await self._get_page(path, params, priority=priority)
+        return rows, last
+
+    async def _get_page(
+        self, path: str, params: Params, *, priority: Priority
+    ) -> tuple[list[dict[str, Any]], bool, int | None]:
+        """One page: (rows, is_last_page, total_pages from X-Pagination or None)."""
         reply = await self._call("GET", path, endpoint=path, priority=priority, params=params)
         rows: list[dict[str, Any]] = reply.body
         limit = _param_int(params, "limit", KATANA_DEFAULT_LIMIT)
-        return rows, is_last_page(reply.headers.get("X-Pagination"), len(rows), limit)
+        header = reply.headers.get("X-Pagination")
+        last = is_last_page(header, len(rows), limit)
+        total = parse_pagination(header)["total_pages"]
+        return rows, last, total if isinstance(total, int) else None
 
     async def pages(
-        self, path: str, params: Params, *, priority: Priority
+        self, path: str, params: Params, *, priority: Priority, on_page: PageHook | None = None
     ) -> AsyncIterator[list[dict[str, Any]]]:
-        """Every non-empty page, page=1.. until X-Pagination says last (or a short page)."""
+        """Every non-empty page, page=1.. until X-Pagination says last (or a short page).
+
+        ``on_page(pages_done, total_pages)`` is called after each page (total None if unknown).
+        """
         base = [(k, v) for k, v in params if k not in ("page", "limit")]
         page = 1
         while True:
             paging = [("limit", str(self._page_size)), ("page", str(page))]
-            rows, last = await self.get_page(path, [*base, *paging], priority=priority)
+            rows, last, total = await self._get_page(path, [*base, *paging], priority=priority)
+            if on_page is not None:
+                on_page(page, total)
             if rows:
                 yield rows
             if last:
@@ -196,10 +212,10 @@ class KatanaClient:
         return result
 
     async def all_inventory(
-        self, *, priority: Priority = Priority.RECONCILE
+        self, *, priority: Priority = Priority.RECONCILE, on_page: PageHook | None = None
     ) -> AsyncIterator[list[InventoryRow]]:
-        """The whole inventory, page by page (a full reconcile)."""
-        async for page in self.pages("/inventory", [], priority=priority):
+        """The whole inventory, page by page (a full reconcile); ``on_page`` as in ``pages``."""
+        async for page in self.pages("/inventory", [], priority=priority, on_page=on_page):
             yield _parse_rows(page, parse_inventory_row, "/inventory")
 
     async def variants(

@@ -1,0 +1,144 @@
+"""``katsyncd webhooks register|list|delete``: katsyncd's subscription to Katana webhooks.
+
+``register`` is idempotent: a subscription with the URL already there is brought to exactly
+the events katsyncd needs (``katsyncd.ingest.SUBSCRIBED_EVENTS``) and enabled, never
+duplicated. The webhook token it prints is what ``[katana] webhook_token`` must hold for
+katsyncd to accept the deliveries; the API key is never printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import aiohttp
+from rich.console import Console
+from rich.table import Table
+
+from katsyncd import __version__
+from katsyncd.config import Config
+from katsyncd.ingest import SUBSCRIBED_EVENTS
+from katsyncd.katana import KatanaClient, KatanaError
+from katsyncd.ratelimit import KatanaLimiter
+
+Webhook = Mapping[str, Any]
+
+
+def events_of(hook: Webhook) -> list[str]:
+    """A subscription's events (an empty list if Katana sent something else)."""
+    events = hook.get("subscribed_events")
+    return [str(e) for e in events] if isinstance(events, list) else []
+
+
+def mismatch(hook: Webhook) -> str | None:
+    """Pure: why a subscription does not deliver exactly what katsyncd needs (None: it does)."""
+    have, want = set(events_of(hook)), set(SUBSCRIBED_EVENTS)
+    problems = []
+    if hook.get("enabled") is not True:
+        problems.append("disabled")
+    if want - have:
+        problems.append(f"{len(want - have)} events missing")
+    if have - want:
+        problems.append(f"{len(have - want)} events extra")
+    return ", ".join(problems) or None
+
+
+async def run_webhooks_cli(cfg: Config, args: argparse.Namespace) -> int:
+    """Dispatch ``webhooks register --url URL``, ``webhooks list`` and ``webhooks delete ID``."""
+    from katsyncd.cli import EXIT_FAILURE
+
+    console = Console(soft_wrap=True)  # a token or URL is never broken across lines
+    headers = {"User-Agent": f"katsyncd/{__version__}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        katana = _katana_client(session, cfg)
+        try:
+            return await _run(katana, args, console)
+        except KatanaError as exc:
+            detail = f" {exc.body}" if exc.body else ""
+            print(f"katsyncd: Katana answered {exc.status}: {exc}{detail}", file=sys.stderr)
+            return EXIT_FAILURE
+
+
+def _katana_client(session: aiohttp.ClientSession, cfg: Config) -> KatanaClient:
+    k = cfg.katana
+    limiter = KatanaLimiter(k.requests_per_minute)
+    return KatanaClient(session, k.base_url, k.api_key_value(), limiter, timeout=k.timeout_seconds)
+
+
+async def _run(katana: KatanaClient, args: argparse.Namespace, console: Console) -> int:
+    command = args.webhooks_command
+    if command == "register":
+        await register(katana, args.url, console)
+    elif command == "list":
+        console.print(webhooks_table(await katana.list_webhooks()))
+    elif command == "delete":
+        await katana.delete_webhook(args.id)
+        console.print(f"Webhook {args.id} deleted (or it was already gone).")
+    else:
+        raise AssertionError(command)
+    return 0
+
+
+async def register(katana: KatanaClient, url: str, console: Console) -> Webhook:
+    """Create katsyncd's subscription for ``url``, or bring the existing one up to date."""
+    same_url = sorted(
+        (w for w in await katana.list_webhooks() if w.get("url") == url), key=lambda w: w["id"]
+    )
+    hook: Webhook
+    if not same_url:
+        hook = await katana.create_webhook(url, SUBSCRIBED_EVENTS)
+        console.print(f"Registered webhook {hook['id']} for {url}.")
+    else:
+        hook = await _update(katana, same_url[0], console)
+        _warn_duplicates(console, same_url[1:])
+    _print_token(console, hook)
+    return hook
+
+
+async def _update(katana: KatanaClient, hook: Webhook, console: Console) -> Webhook:
+    why = mismatch(hook)
+    if why is None:
+        console.print(f"Webhook {hook['id']} for {hook['url']} already exists and is up to date.")
+        return hook
+    fresh = await katana.update_webhook(
+        int(hook["id"]), subscribed_events=list(SUBSCRIBED_EVENTS), enabled=True
+    )
+    console.print(f"Webhook {hook['id']} for {hook['url']} already existed ({why}); updated.")
+    return {**hook, **fresh}
+
+
+def _warn_duplicates(console: Console, others: Sequence[Webhook]) -> None:
+    if others:
+        ids = ", ".join(str(w["id"]) for w in others)
+        console.print(
+            f"Other subscriptions with this URL: {ids} (each delivery would arrive twice); "
+            "remove them with `katsyncd webhooks delete ID`.",
+            markup=False,
+        )
+
+
+def _print_token(console: Console, hook: Webhook) -> None:
+    token = str(hook.get("token") or "")
+    console.print(f"Webhook id: {hook['id']}", markup=False)
+    console.print(f"Token: {token}", markup=False)
+    console.print("Use it in the [katana] section of the config file:", markup=False)
+    console.print(f'webhook_token = "{token}"', markup=False)
+
+
+def webhooks_table(hooks: Sequence[Webhook]) -> Table:
+    """Every subscription: id, url, enabled, number of events, whether katsyncd can use it."""
+    table = Table(title="Katana webhooks")
+    for h in ("ID", "URL", "Enabled", "Events", "Matches katsyncd"):
+        table.add_column(h, overflow="fold")  # narrow terminal: wrap, never truncate
+    for hook in sorted(hooks, key=lambda w: w.get("id") or 0):
+        why = mismatch(hook)
+        table.add_row(
+            str(hook.get("id")),
+            str(hook.get("url")),
+            "yes" if hook.get("enabled") is True else "no",
+            str(len(events_of(hook))),
+            "yes" if why is None else f"no ({why})",
+        )
+    return table

@@ -153,6 +153,7 @@ class BigCommerceClient:
         self._rng = rng
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self.writes_in_flight = 0  # write requests on the wire now (shutdown waits for these)
 
     def __repr__(self) -> str:  # never show the token
         return f"BigCommerceClient({self._root!r})"
@@ -289,6 +290,7 @@ class BigCommerceClient:
         write: bool,
     ) -> _Outcome:
         await self._wait_for_limiter()
+        self.writes_in_flight += write
         try:
             async with self._session.request(
                 method,
@@ -304,6 +306,8 @@ class BigCommerceClient:
             self._count(path, "error")
             reason: FailureReason = "timeout" if isinstance(exc, TimeoutError) else "server_error"
             return self._failed(write, _Transient(reason, type(exc).__name__))
+        finally:
+            self.writes_in_flight -= write
         self._count(path, str(status))
         self._limiter.observe(headers)
         outcome = self._classify(status, headers, raw, path, write)

@@ -20,11 +20,13 @@ EXIT_FAILURE = 1
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="katsyncd", description="Katana → BigCommerce stock sync")
     p.add_argument("--version", action="version", version=f"katsyncd {__version__}")
-    p.add_argument(
-        "--config", help="config file (default: $KATSYNCD_CONFIG or /etc/katsyncd/katsyncd.toml)"
-    )
+    help_ = "config file (default: $KATSYNCD_CONFIG or /etc/katsyncd/katsyncd.toml)"
+    p.add_argument("--config", help=help_)
+    # --config is accepted after the subcommand too (katsyncd run --config X).
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", default=argparse.SUPPRESS, help=help_)
     sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the daemon")
+    sub.add_parser("run", help="run the daemon", parents=[common])
     demo = sub.add_parser("demo", help="everything local: embedded Postgres, simulators, live view")
     demo.add_argument("--duration", type=float, default=None, help="stop after N seconds (exit 0)")
     demo.add_argument("--products", type=int, default=300, help="Katana products to simulate")
@@ -35,13 +37,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events-per-second", type=float, default=5.0)
     demo.add_argument("--plain", action="store_true", help="plain lines instead of a live view")
-    sub.add_parser("check-config", help="validate the config file and exit")
-    sub.add_parser("migrate", help="apply database migrations and exit")
-    rec = sub.add_parser("reconcile", help="full re-sync of the whole catalogue")
+    sub.add_parser("check-config", help="validate the config file and exit", parents=[common])
+    sub.add_parser("migrate", help="apply database migrations and exit", parents=[common])
+    rec = sub.add_parser("reconcile", help="full re-sync of the whole catalogue", parents=[common])
     rec.add_argument("--store", action="append", help="only this store (repeatable)")
     rec.add_argument("--dry-run", action="store_true", help="write nothing; show the diff")
     rec.add_argument("--output", help="write the diff as CSV to this file")
-    wh = sub.add_parser("webhooks", help="manage the Katana webhook subscription")
+    wh = sub.add_parser("webhooks", help="manage the Katana webhook subscription", parents=[common])
     whs = wh.add_subparsers(dest="webhooks_command", required=True)
     reg = whs.add_parser("register", help="create or update katsyncd's subscription")
     reg.add_argument("--url", required=True, help="public https URL of /webhooks/katana")
@@ -83,6 +85,12 @@ def _dispatch(args: argparse.Namespace, cfg: Config, path: Path) -> int:
         return asyncio.run(_migrate(cfg))
     if args.command == "run":
         from katsyncd.daemon import Daemon
+
+        try:
+            cfg.check_runnable(str(path))
+        except ConfigError as exc:
+            print(f"katsyncd: invalid configuration:\n{exc}", file=sys.stderr)
+            return EXIT_CONFIG
 
         asyncio.run(Daemon(cfg, config_path=path).run())
         return 0

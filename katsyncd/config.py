@@ -283,12 +283,12 @@ def _load_secret_file(value: Any, info: ValidationInfo) -> Any:
 SecretFilePath = Annotated[SecretFile, BeforeValidator(_load_secret_file)]
 
 
-def _check_secret_source(model: BaseModel, name: str) -> None:
-    """Exactly one of ``name`` and ``name_file`` must be set."""
+def _check_secret_source(model: BaseModel, name: str, *, required: bool = True) -> None:
+    """Exactly one of ``name`` and ``name_file`` must be set (at most one if not required)."""
     direct, from_file = getattr(model, name), getattr(model, f"{name}_file")
     if direct is not None and from_file is not None:
         raise _key_error((name,), f"set either {name} or {name}_file, not both")
-    if direct is None and from_file is None:
+    if required and direct is None and from_file is None:
         raise _key_error((name,), f"required: set {name} or {name}_file")
 
 
@@ -341,7 +341,11 @@ class DatabaseConfig(_Frozen):
 
 
 class KatanaConfig(_Frozen):
-    """``[katana]``: the Katana API and its webhooks. Both secrets are required."""
+    """``[katana]``: the Katana API and its webhooks.
+
+    The API key is required. The webhook token may be left out until ``katsyncd webhooks
+    register`` has created the subscription that issues it; ``katsyncd run`` refuses to start
+    without one (see :meth:`Config.check_runnable`)."""
 
     base_url: HttpUrl = DEFAULT_KATANA_BASE_URL
     api_key: Secret | None = None
@@ -356,7 +360,7 @@ class KatanaConfig(_Frozen):
     @model_validator(mode="after")
     def _one_source_per_secret(self) -> Self:
         _check_secret_source(self, "api_key")
-        _check_secret_source(self, "webhook_token")
+        _check_secret_source(self, "webhook_token", required=False)
         return self
 
     def api_key_value(self) -> str:
@@ -364,7 +368,9 @@ class KatanaConfig(_Frozen):
         return _secret_value(self.api_key, self.api_key_file)
 
     def webhook_token_value(self) -> str:
-        """The plain webhook token (the HMAC key for ``x-sha2-signature``)."""
+        """The plain webhook token (the HMAC key for ``x-sha2-signature``); "" when unset."""
+        if self.webhook_token is None and self.webhook_token_file is None:
+            return ""
         return _secret_value(self.webhook_token, self.webhook_token_file)
 
 
@@ -459,6 +465,14 @@ class Config(_Frozen):
     def store_names(self) -> list[str]:
         """Store names in config order."""
         return [store.name for store in self.stores]
+
+    def check_runnable(self, source: str = "<config>") -> None:
+        """What ``katsyncd run`` needs beyond a valid file: a webhook token to verify with."""
+        if not self.katana.webhook_token_value():
+            raise ConfigError(
+                f"{source}: katana.webhook_token: required to run: set webhook_token or "
+                "webhook_token_file (`katsyncd webhooks register --url URL` prints it)"
+            )
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dump for logs and ``/status``: secrets are ``"***"``."""

@@ -9,38 +9,69 @@ import contextlib
 import random
 import signal
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import asyncpg
 import structlog
 from aiohttp import web
 
 from katsyncd import __version__, sdnotify
 from katsyncd.bigcommerce import BigCommerceClient
 from katsyncd.catalog import refresh_catalog
-from katsyncd.config import Config, ConfigError, StoreConfig, diff_config, load_config
+from katsyncd.config import (
+    Config,
+    ConfigDiff,
+    ConfigError,
+    StoreConfig,
+    diff_config,
+    load_config,
+)
 from katsyncd.db import Database, Q
 from katsyncd.debounce import Debouncer
 from katsyncd.engine import Engine, StoreView
 from katsyncd.ingest import Effect, GroupCommitter
-from katsyncd.katana import KatanaClient
+from katsyncd.katana import KatanaClient, PageHook
 from katsyncd.metrics import Metrics
 from katsyncd.models import Priority
-from katsyncd.poller import MIN_TRIGGERED_POLL_SPACING_SECONDS, POLL_KINDS, Poller
+from katsyncd.poller import (
+    MIN_SWEEP_SPACING_SECONDS,
+    MIN_TRIGGERED_POLL_SPACING_SECONDS,
+    POLL_KINDS,
+    Poller,
+)
 from katsyncd.ratelimit import BcLimiter, KatanaLimiter
+from katsyncd.reconcile import (
+    RETRY_SECONDS,
+    ReconcileAsk,
+    Reconciler,
+    ReconcileReport,
+    ReconcileSchedule,
+    ReconcileTarget,
+    log_progress,
+)
 from katsyncd.rules import LevelRules, resolve_locations
 from katsyncd.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
 
+# Infrastructure errors a loop survives (Postgres restarting, a network blip).
+TRANSIENT_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    OSError,
+    TimeoutError,
+)
+
 MAX_VARIANTS_PER_FLUSH = 5000
 KATANA_ROWS_PER_PAGE = 250
 STATUS_REFRESH_SECONDS = 2.0
 LOOP_ERROR_BACKOFF_SECONDS = 2.0
+CATALOG_RETRY_SECONDS = 30.0  # a failed catalogue read is retried this soon
 
 
 @dataclass
@@ -52,7 +83,7 @@ class StoreRuntime:
     writer: StoreWriter
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task[None] | None = None
-    catalog_refreshed_at: float = 0.0
+    catalog_refreshed_at: float | None = None  # monotonic; None = never
     unmatched: list[str] = field(default_factory=list)
     unmatched_locations: list[str] = field(default_factory=list)
 
@@ -67,6 +98,8 @@ class Daemon:
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
+        self.boot_config = config  # what the listener and the pool were built from
+        self.restart_required: list[str] = []
         self.config_path = config_path
         self.metrics = metrics or Metrics()
         self.rng = rng or random.Random()
@@ -99,6 +132,7 @@ class Daemon:
         self._tasks: set[asyncio.Task[None]] = set()
         self.http_port: int | None = None
         self.last_reconcile: dict[str, Any] | None = None
+        self.reconcile_schedule = ReconcileSchedule(rng=self.rng)
 
     # ----- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, install_signals: bool = True) -> None:
@@ -157,6 +191,7 @@ class Daemon:
             _ = self._spawn("catalog", self._catalog_loop)
             _ = self._spawn("status", self._status_loop)
             _ = self._spawn("reload", self._reload_loop)
+            _ = self._spawn("reconcile", self._reconcile_loop)
             for rt in self.stores.values():
                 self._start_writer(rt)
             await self.stop_event.wait()
@@ -166,11 +201,18 @@ class Daemon:
         self._tg = None
 
     async def _drain(self, tg: asyncio.TaskGroup) -> None:
-        """Give loops the shutdown bound to finish in-flight work, then cancel what is left."""
-        tasks = [t for t in self._tasks if not t.done()]
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=self.config.server.shutdown_timeout_seconds)
+        """Finish in-flight work within the shutdown bound, then cancel what is left.
+
+        A writer waiting (on its limiter, or backing off after an error) is cancelled at once:
+        its backlog is durable. A writer with a request on the wire gets to finish it.
+        """
+        deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds
+        pending = {t for t in self._tasks if not t.done()}
+        while pending and time.monotonic() < deadline:
+            for rt in self.stores.values():
+                if rt.task in pending and rt.client.writes_in_flight == 0:
+                    rt.task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=0.1)
         for t in pending:
             log.warning("shutdown_cancelling", task=t.get_name())
             t.cancel()
@@ -225,9 +267,18 @@ class Daemon:
             self.db,
             self.metrics,
             dry_run=lambda: self.stores[sc.name].config.dry_run,
+            guard=lambda: self._guard_delay(sc.name),
+            recheck=self.mark_variants,
             rng=self.rng,
         )
         return StoreRuntime(sc, view, client, limiter, writer)
+
+    def _guard_delay(self, name: str) -> float | None:
+        """The oversell guard's hold for this store (None: off)."""
+        rt = self.stores.get(name)
+        if rt is None or not rt.config.oversell_guard:
+            return None
+        return rt.config.increase_delay_seconds
 
     def _rules(self, sc: StoreConfig) -> LevelRules:
         from katsyncd.models import KatanaLocation
@@ -276,19 +327,38 @@ class Daemon:
         self.http_port = sockets[0].getsockname()[1] if sockets else port
 
     async def _guard(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        """Run a loop; an unexpected crash stops the daemon with a clear log line."""
-        try:
-            await fn()
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("task_crashed", task=name)
-            self.request_stop()
-            raise
+        """Run a loop under supervision.
+
+        Database and network outages are ridden out: the loop restarts after a backoff (the
+        durable marks make that safe). Anything else is a bug: the daemon stops with a clear
+        log line and systemd or Kubernetes restarts it.
+        """
+        failures = 0
+        while True:
+            try:
+                await fn()
+                return
+            except asyncio.CancelledError:
+                raise
+            except TRANSIENT_ERRORS as exc:
+                failures += 1
+                delay = min(30.0, LOOP_ERROR_BACKOFF_SECONDS * 2 ** min(failures, 4))
+                log.warning(
+                    "task_retrying", task=name, error=str(exc) or type(exc).__name__, retry_in=delay
+                )
+                await _sleep(self.stop_event, delay)
+                if self.stop_event.is_set():
+                    return
+            except Exception:
+                log.exception("task_crashed", task=name)
+                self.request_stop()
+                raise
 
     # ----- marks -------------------------------------------------------------------------------
     def _on_committed(self, effects: list[Effect]) -> None:
-        self.variants.mark(int(e.ident) for e in effects if e.kind == "variant")
+        variant_ids = [int(e.ident) for e in effects if e.kind == "variant"]
+        self.metrics.debounce_marks.inc(len(variant_ids))
+        self.variants.mark(variant_ids)
         self.orders.mark(int(e.ident) for e in effects if e.kind == "sales_order")
         if any(e.kind == "poll" for e in effects):
             self._poll_wake.set()
@@ -299,6 +369,7 @@ class Daemon:
         for i in range(0, len(ids), 10000):
             chunk = ids[i : i + 10000]
             await self.db.pool.execute(Q["mark_variants"], chunk, [reason] * len(chunk))
+        self.metrics.debounce_marks.inc(len(ids))
         self.variants.mark(ids)
 
     async def _load_durable_marks(self) -> None:
@@ -385,21 +456,19 @@ class Daemon:
         assert self.poller is not None
         await self._refresh_locations()
         await self._catch_up_check()
-        next_due = dict.fromkeys(POLL_KINDS, 0.0)
         loop = asyncio.get_running_loop()
+        next_due = dict.fromkeys(POLL_KINDS, 0.0)
+        next_due["variant_sweep"] = loop.time() + self._poll_every("variant_sweep")
+        spacing = dict.fromkeys(POLL_KINDS, MIN_TRIGGERED_POLL_SPACING_SECONDS)
+        spacing["variant_sweep"] = MIN_SWEEP_SPACING_SECONDS
         while not self.stop_event.is_set():
             requested = {r["kind"] for r in await self.db.pool.fetch(Q["take_poll_requests"])}
             now = loop.time()
             for kind in POLL_KINDS:
-                spacing_ok = (
-                    now - self.poller.last_poll.get(kind, -1e9)
-                    >= MIN_TRIGGERED_POLL_SPACING_SECONDS
-                )
+                spacing_ok = now - self.poller.last_poll.get(kind, -1e9) >= spacing[kind]
                 if now >= next_due[kind] or (kind in requested and spacing_ok):
                     await self._poll_one(kind)
-                    next_due[kind] = loop.time() + self._interval(
-                        self.config.sync.poll_interval_seconds
-                    )
+                    next_due[kind] = loop.time() + self._interval(self._poll_every(kind))
                 elif kind in requested:
                     await self.db.pool.execute(Q["request_polls"], [kind])
             self._poll_wake.clear()
@@ -415,6 +484,12 @@ class Daemon:
             log.info("poll_done", kind=kind, variants_marked=marked)
         except Exception as exc:
             log.warning("poll_failed", kind=kind, error=str(exc))
+
+    def _poll_every(self, kind: str) -> float:
+        sync = self.config.sync
+        if kind == "variant_sweep":
+            return sync.catalog_refresh_seconds
+        return sync.poll_interval_seconds
 
     def _interval(self, seconds: float) -> float:
         return seconds * self.rng.uniform(0.9, 1.1)
@@ -456,24 +531,126 @@ class Daemon:
         log.info("catch_up", gap_seconds=round(gap, 1))
         if gap > self.config.sync.catch_up_max_gap_seconds:
             log.warning("catch_up_gap_too_old_reconciling", gap_seconds=round(gap))
-            await self.reconcile_all("catch_up_gap")
+            self.reconcile_schedule.ask("catch_up_gap")
 
-    async def reconcile_all(self, reason: str) -> int:
-        """Mark every matched variant stale (the level path then reads them in bulk)."""
-        names = list(self.stores)
-        skus = [r["sku"] for r in await self.db.pool.fetch(Q["matched_skus"], names)]
-        ids = [r["id"] for r in await self.db.pool.fetch(Q["live_variant_ids_by_skus"], skus)]
-        await self.mark_variants(ids, reason)
-        self.metrics.reconcile_runs.labels("scheduled").inc()
-        return len(ids)
+    # ----- reconcile ---------------------------------------------------------------------------
+    async def reconcile(
+        self,
+        reason: str,
+        stores: Collection[str] | None = None,
+        *,
+        dry_run: bool = False,
+        push: bool = False,
+        on_page: PageHook | None = None,
+    ) -> ReconcileReport:
+        """One full reconcile of ``stores`` (None: every store with stock sync on).
+
+        ``push`` (``katsyncd reconcile``) writes the differences itself, and only to stores
+        whose writes are enabled; otherwise levels are recorded and the writers push them.
+        """
+        assert self.engine is not None and self.poller is not None
+        targets = self._reconcile_targets(stores, dry_run=dry_run, push=push)
+        started = time.time()
+        log.info("reconcile_started", reason=reason, stores=[t.name for t in targets])
+        try:
+            report = await Reconciler(self.db, self.engine, self.poller).run(
+                targets, dry_run=dry_run, push=push, on_page=on_page or log_progress
+            )
+        except Exception as exc:
+            self.metrics.reconcile_runs.labels("error").inc()
+            self.last_reconcile = {
+                "reason": reason,
+                "outcome": "error",
+                "started_at": _iso(started),
+                "error": str(exc)[:500],
+            }
+            raise
+        self.last_reconcile = report.summary(reason=reason, started_at=started)
+        self.metrics.reconcile_runs.labels(self.last_reconcile["outcome"]).inc()
+        return report
+
+    def _reconcile_targets(
+        self, names: Collection[str] | None, *, dry_run: bool, push: bool
+    ) -> list[ReconcileTarget]:
+        if names is None:
+            names = [n for n, rt in self.stores.items() if rt.config.stock_sync]
+        out = []
+        for name in names:
+            rt = self.stores.get(name)
+            if rt is not None and (push or rt.config.stock_sync):
+                dry = dry_run or (push and not rt.config.writes_enabled)
+                out.append(ReconcileTarget(rt.view, rt.client, dry_run=dry))
+        return out
+
+    async def _reconcile_loop(self) -> None:
+        """Full reconciles, one at a time: every ``sync.reconcile_interval_seconds`` (jittered;
+        0 = off) and soon when asked (a catch-up gap, a store switched on by a reload)."""
+        schedule = self.reconcile_schedule
+        while not self.stop_event.is_set():
+            schedule.set_interval(self.config.sync.reconcile_interval_seconds)
+            ask = schedule.take_due()
+            if ask is None:
+                schedule.wake.clear()
+                await _wait_either(self.stop_event, schedule.wake, schedule.seconds_until_due())
+                continue
+            while not self._mirror_ready() and not self.stop_event.is_set():
+                await _sleep(self.stop_event, 0.2)
+            await self._reconcile_until_stopped(ask)
+            schedule.plan_next()
+
+    async def _reconcile_until_stopped(self, ask: ReconcileAsk) -> None:
+        """Run one asked-for reconcile; a stop cancels it. Each step commits on its own, so a
+        cancelled reconcile leaves nothing wrong behind (the next one redoes the rest)."""
+        run = asyncio.create_task(self._reconcile_logged(ask), name="reconcile-run")
+        stop = asyncio.create_task(self.stop_event.wait(), name="reconcile-stop")
+        try:
+            await asyncio.wait({run, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not run.done():
+                run.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await run
+
+    async def _reconcile_logged(self, ask: ReconcileAsk) -> None:
+        """A failed scheduled reconcile is logged and asked for again later, never fatal."""
+        try:
+            await self.reconcile(ask.reason, ask.stores)
+        except Exception as exc:
+            log.warning("reconcile_failed", reason=ask.reason, error=str(exc))
+            self.reconcile_schedule.ask(ask.reason, ask.stores, delay=RETRY_SECONDS)
+
+    def _reconcile_switched_on(self, diff: ConfigDiff) -> None:
+        """A store switched on by a reload (or added with stock sync on) is reconciled soon, so
+        it starts from what BigCommerce holds rather than waiting for Katana changes."""
+        added = [n for n in diff.stores_added if self.config.store(n).stock_sync]
+        names = [*diff.stores_switched_on, *added]
+        if names:
+            self.reconcile_schedule.ask("store_switched_on", names)
+
+    @contextlib.asynccontextmanager
+    async def offline(self) -> AsyncIterator[Daemon]:
+        """The components ``run`` builds, connected, with no loop or listener running: for
+        one-shot commands (``katsyncd reconcile``)."""
+        await self.db.open()
+        self.session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": f"katsyncd/{__version__}"},
+        )
+        try:
+            self._build_clients()
+            await self._refresh_locations()
+            yield self
+        finally:
+            await self.session.close()
+            await self.db.close()
 
     async def _catalog_loop(self) -> None:
         while not self.stop_event.is_set():
+            every = self.config.sync.catalog_refresh_seconds
             for rt in list(self.stores.values()):
-                if (
-                    time.monotonic() - rt.catalog_refreshed_at
-                    >= self.config.sync.catalog_refresh_seconds
-                ):
+                last = rt.catalog_refreshed_at
+                if last is None or time.monotonic() - last >= every:
                     await self._refresh_store_catalog(rt)
             await _sleep(self.stop_event, 1.0)
 
@@ -542,8 +719,9 @@ class Daemon:
     async def _apply_config(self, new: Config) -> None:
         diff = diff_config(self.config, new)
         old, self.config = self.config, new
-        if diff.restart_required:
-            log.warning("config_needs_restart", keys=diff.restart_required)
+        self.restart_required = diff_config(self.boot_config, new).restart_required
+        if self.restart_required:
+            log.warning("config_needs_restart", keys=self.restart_required)
         if diff.katana_changed:
             self.katana_limiter.set_rate(new.katana.requests_per_minute)
             if self.katana is not None:
@@ -563,6 +741,7 @@ class Daemon:
             await self._reconfigure_store(name, new.store(name), old.store(name))
         for name in diff.stores_rules_changed:
             await self._recompute_store(name)
+        self._reconcile_switched_on(diff)
         log.info(
             "config_reloaded",
             added=diff.stores_added,
@@ -618,6 +797,14 @@ class Daemon:
                     "last_error": rt.writer.last_error,
                     "unmatched_skus_count": len(rt.unmatched),
                     "unmatched_skus": rt.unmatched[:100],
+                    "untracked_skus": [
+                        r["sku"] for r in await self.db.pool.fetch(Q["untracked_skus"], name)
+                    ][:100],
+                    "held_by_oversell_guard": rt.writer.held,
+                    "recent_pushes": [
+                        _push_json(r)
+                        for r in await self.db.pool.fetch(Q["recent_pushes"], name, 10)
+                    ],
                     "unknown_katana_locations": rt.unmatched_locations,
                     "rate_limit": rt.limiter.snapshot(),
                 }
@@ -634,12 +821,19 @@ class Daemon:
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "ready": self.ready,
             "draining": self.draining,
+            "restart_required": self.restart_required,
             "stale_variants_pending": len(self.variants),
             "stale_sales_orders_pending": len(self.orders),
             "katana": {"budget": self.katana_limiter.snapshot(), "watermarks": marks},
             "stores": stores,
             "last_reconcile": self.last_reconcile,
         }
+
+
+def _push_json(r: asyncpg.Record) -> dict[str, Any]:
+    out = dict(r)
+    out["at"] = r["at"].isoformat()
+    return out
 
 
 def _iso(ts: float | None) -> str | None:

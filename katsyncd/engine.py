@@ -178,11 +178,12 @@ class Engine:
         """
         winners = await self._winners_for(variant_ids, priority)
         items = await self._items_for(winners.keys())
-        read = {v.id for sku, v in winners.items() if any(k[1] == sku for k in items)}
-        inventory = (
-            group_inventory(await self.katana.inventory(read, priority=priority)) if read else {}
-        )
-        self.reads += 1 if read else 0
+        inventory = await self._read_winners(winners, items, priority)
+        if await self._confirm_live(winners, inventory, priority):
+            # A winner without inventory rows was deleted or archived since the mirror saw it
+            # (S10): with the mirror corrected, the next winner of its SKU (if any) is read.
+            winners = await self.winners_for_skus(list(winners))
+            inventory = await self._read_winners(winners, items, priority)
         return await self.record(
             winners,
             inventory,
@@ -192,6 +193,42 @@ class Engine:
             stale_since=stale_since,
             variant_ids=variant_ids,
         )
+
+    async def _read_winners(
+        self,
+        winners: Mapping[str, KatanaVariant],
+        items: Mapping[tuple[str, str], list[BcItem]],
+        priority: Priority,
+    ) -> dict[int, list[InventoryRow]]:
+        """Bulk-read the inventory of winners that some store sells (never per variant)."""
+        skus = {sku for _, sku in items}
+        read = {v.id for sku, v in winners.items() if sku in skus}
+        if not read:
+            return {}
+        self.reads += 1
+        return group_inventory(await self.katana.inventory(read, priority=priority))
+
+    async def _confirm_live(
+        self,
+        winners: Mapping[str, KatanaVariant],
+        inventory: Mapping[int, list[InventoryRow]],
+        priority: Priority,
+    ) -> bool:
+        """Re-read winners that came back with no inventory rows; True if any is gone.
+
+        Katana's /inventory leaves out deleted and archived variants, so "no rows" is either a
+        variant with no stock records yet or one that stopped syncing. /variants tells which.
+        """
+        empty = [v.id for v in winners.values() if v.id not in inventory]
+        if not empty:
+            return False
+        seen = await self._fetch_variants(empty, priority)
+        gone = {v.id for v in seen if v.deleted_at is not None}
+        gone |= set(empty) - {v.id for v in seen}  # archived: hidden from /variants too
+        await self.upsert_variants([v for v in seen if v.deleted_at is not None])
+        if gone - {v.id for v in seen}:
+            await self.db.pool.execute(Q["mark_variants_gone"], sorted(gone - {v.id for v in seen}))
+        return bool(gone)
 
     async def record(
         self,

@@ -73,17 +73,11 @@ async def webhook(request: web.Request) -> web.Response:
         outcome = {401: "bad_signature", 400: "malformed", 413: "too_large", 503: "draining"}.get(
             exc.status, "rejected"
         )
-        log.info("webhook_rejected", status=exc.status, why=str(exc), event=event)
+        log.info("webhook_rejected", status=exc.status, why=str(exc), katana_event=event)
         return _problem(exc.status, str(exc))
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        TimeoutError,
-        RuntimeError,
-    ) as exc:
+    except Exception as exc:  # whatever kept the commit from happening: not durable, so 503
         outcome = "db_unavailable"
-        log.warning("webhook_not_durable", event=event, error=str(exc) or type(exc).__name__)
+        log.warning("webhook_not_durable", katana_event=event, error=str(exc) or type(exc).__name__)
         return _problem(503, "could not record the event durably; retry later")
     finally:
         d.metrics.webhooks_received.labels(_event_label(event), outcome).inc()

@@ -137,6 +137,8 @@ def effects_for(event: str, object_id: int | None) -> tuple[Effect, ...]:
         out.append(Effect("poll", "movements"))
     if event in VARIANT_POLL_EVENTS:
         out.append(Effect("poll", "variants"))
+    if event in ("product.updated", "product.deleted"):  # archiving shows only in a sweep
+        out.append(Effect("poll", "variant_sweep"))
     if event in SALES_ORDER_EVENTS and object_id is None:
         out.append(Effect("poll", "sales_orders"))
     return tuple(out)

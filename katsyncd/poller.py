@@ -25,7 +25,10 @@ log = structlog.get_logger(__name__)
 WATERMARK_OVERLAP = timedelta(seconds=5)  # re-read a little: same-millisecond updates, skew
 BOOTSTRAP_SKEW = timedelta(minutes=5)  # first watermark is this far before our clock
 MIN_TRIGGERED_POLL_SPACING_SECONDS = 10.0  # webhook-triggered polls coalesce to at most this
-POLL_KINDS = ("variants", "sales_orders", "movements")
+POLL_KINDS = ("variants", "sales_orders", "movements", "variant_sweep")
+# A full variant sweep finds archived variants (they vanish without a deleted_at); it costs
+# ceil(variants / 250) requests, so webhook hints may trigger it at most this often.
+MIN_SWEEP_SPACING_SECONDS = 300.0
 
 MarkFn = Callable[[Collection[int], str], Awaitable[None]]
 
@@ -62,6 +65,7 @@ class Poller:
             "variants": self.poll_variants,
             "sales_orders": self.poll_sales_orders,
             "movements": self.poll_movements,
+            "variant_sweep": self.sweep_variants,
         }[kind]
         try:
             marked = await fn()
@@ -114,6 +118,23 @@ class Poller:
         ids = {r["id"] for r in await self.db.pool.fetch(Q["live_variant_ids_by_skus"], list(skus))}
         ids |= {v.id for v in changed}
         await self._mark(ids, "variant_changed")
+        return len(ids)
+
+    async def sweep_variants(self) -> int:
+        """Read every live variant; mirror rows Katana no longer lists (archived, or deleted
+        without our seeing it) stop syncing (S10) and their SKUs are recomputed (S8)."""
+        seen: list[int] = []
+        async for page in self.katana.variants(include_deleted=False, priority=Priority.POLL):
+            await self.engine.upsert_variants([v for v in page if v.type == "product"])
+            seen.extend(v.id for v in page)
+        gone = await self.db.pool.fetch(Q["mark_absent_variants_deleted"], seen)
+        if not gone:
+            return 0
+        skus = sorted({r["sku"] for r in gone if r["sku"]})
+        ids = {r["id"] for r in await self.db.pool.fetch(Q["live_variant_ids_by_skus"], skus)}
+        ids |= {r["id"] for r in gone}
+        log.info("variants_gone", count=len(gone), skus=skus[:20])
+        await self._mark(ids, "variant_gone")
         return len(ids)
 
     # ----- sales orders ----------------------------------------------------------------------

@@ -113,6 +113,10 @@ class KatanaLimiter:
         self._reserve_fraction = reserve_fraction
         self._bucket = _Bucket(requests_per_minute, clock())
         self._paused_until = -math.inf
+        # After a server-imposed pause the window frees requests one by one, not all at once:
+        # tokens that accrued during the pause are not spendable (else two go out at the reset
+        # and the second gets a 429).
+        self._clamp_after_pause = False
         self._queues: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
         self._granted = 0
 
@@ -177,6 +181,9 @@ class KatanaLimiter:
         """Seconds until a waiter at ``priority`` may take a token (0: now), ignoring queues."""
         now = self._clock()
         self._bucket.refill(now)
+        if self._clamp_after_pause and now >= self._paused_until:
+            self._bucket.tokens = min(self._bucket.tokens, 1.0)
+            self._clamp_after_pause = False
         paused = max(0.0, self._paused_until - now)
         return max(paused, self._bucket.seconds_until(self._needed(priority)))
 
@@ -207,6 +214,7 @@ class KatanaLimiter:
         wait = _reset_to_epoch_seconds(reset) - self._wall_clock()
         wait = min(max(wait, 0.0), KATANA_WINDOW_SECONDS)
         self._paused_until = max(self._paused_until, now + wait)
+        self._clamp_after_pause = True
 
     def pause_for(self, seconds: float) -> None:
         """Block every waiter for ``seconds`` (a 429's Retry-After); the bucket restarts empty."""
@@ -214,6 +222,7 @@ class KatanaLimiter:
         self._bucket.refill(now)
         self._bucket.tokens = min(self._bucket.tokens, 0.0)
         self._paused_until = max(self._paused_until, now + max(0.0, seconds))
+        self._clamp_after_pause = True
 
     def set_rate(self, requests_per_minute: int) -> None:
         """Live reload: a new configured rate (the server's lower limit still wins)."""

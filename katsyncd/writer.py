@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
@@ -27,7 +28,38 @@ from katsyncd.models import AbsoluteItem, WriteOutcome
 log = structlog.get_logger(__name__)
 
 MAX_BATCH_ITEMS = 2000  # BigCommerce's limit for one absolute adjustment
-IDLE_CHECK_SECONDS = 5.0  # backlog re-check even without a wake-up
+IDLE_CHECK_SECONDS = 1.0  # backlog re-check even without a wake-up (held increases age)
+
+MarkFn = Callable[[Collection[int], str], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class GuardSplit:
+    write: list[asyncpg.Record]
+    held: int
+    recheck: list[asyncpg.Record]
+
+
+def split_for_guard(rows: Sequence[asyncpg.Record], delay: float) -> GuardSplit:
+    """Oversell guard (pure): decreases and first writes go now; an increase over what
+    BigCommerce was last given waits ``delay`` seconds, is re-read from Katana, and only then
+    goes out (with whatever the re-read says)."""
+    write, recheck, held = [], [], 0
+    for r in rows:
+        increase = r["pushed"] is not None and r["desired"] > r["pushed"]
+        age = r["increase_age"]
+        if not increase or age is None:
+            write.append(r)
+        elif age < delay:
+            held += 1
+        elif not r["guard_checked"]:
+            recheck.append(r)
+            held += 1
+        elif r["rereading"]:
+            held += 1
+        else:
+            write.append(r)
+    return GuardSplit(write, held, recheck)
 
 
 class StoreWriter:
@@ -39,6 +71,8 @@ class StoreWriter:
         metrics: Metrics,
         *,
         dry_run: Callable[[], bool],
+        guard: Callable[[], float | None] = lambda: None,
+        recheck: MarkFn | None = None,
         batch_items: int = MAX_BATCH_ITEMS,
         error_backoff_cap: float = 60.0,
         rng: random.Random | None = None,
@@ -48,6 +82,9 @@ class StoreWriter:
         self.db = db
         self.metrics = metrics
         self._dry_run = dry_run
+        self._guard = guard  # the increase delay in seconds, or None when the guard is off
+        self._recheck = recheck
+        self.held = 0  # increases the oversell guard is holding back right now
         self._batch = batch_items
         self._backoff_cap = error_backoff_cap
         self._rng = rng or random.Random()
@@ -90,14 +127,17 @@ class StoreWriter:
         if dry:
             await self._record_dry_run(rows)
             return len(rows)
+        to_write = await self._apply_guard(rows)
+        if not to_write:
+            return 0
         items = [
-            AbsoluteItem(r["item_key"], r["location_id"], r["desired"], r["sku"]) for r in rows
+            AbsoluteItem(r["item_key"], r["location_id"], r["desired"], r["sku"]) for r in to_write
         ]
-        reason = _reason(rows)
+        reason = _reason(to_write)
         started = time.monotonic()
         outcome = await self.client.write_isolating(items, reason=f"katsyncd: {reason}")
         self.requests += len(outcome.transaction_ids) + len(outcome.rejected)
-        await self._record(rows, outcome)
+        await self._record(to_write, outcome)
         self.last_push_at = time.time()
         self.last_error = None
         log.info(
@@ -108,7 +148,23 @@ class StoreWriter:
             reason=reason,
             seconds=round(time.monotonic() - started, 3),
         )
-        return len(rows)
+        return len(to_write)
+
+    async def _apply_guard(self, rows: Sequence[asyncpg.Record]) -> Sequence[asyncpg.Record]:
+        delay = self._guard()
+        if delay is None:
+            self.held = 0
+            return rows
+        split = split_for_guard(rows, delay)
+        self.held = split.held
+        if split.recheck and self._recheck is not None:
+            await self.db.pool.execute(
+                Q["guard_checked"], self.name, [r["item_key"] for r in split.recheck]
+            )
+            variants = {r["variant_id"] for r in split.recheck if r["variant_id"] is not None}
+            await self._recheck(variants, "oversell_guard_recheck")
+            log.info("oversell_guard_recheck", store=self.name, items=len(split.recheck))
+        return split.write
 
     async def _record(self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome) -> None:
         old = {(r["item_key"], r["location_id"]): r for r in rows}

@@ -439,7 +439,6 @@ def test_bad_store_name(tmp_path: Path) -> None:
             '[katana]\nwebhook_token = "t"\n',
             "katana.api_key: required: set api_key or api_key_file",
         ),
-        ('[katana]\napi_key = "k"\n', "katana.webhook_token: required: set webhook_token or"),
         ('[katana]\napi_key = ""\nwebhook_token = "t"\n', "katana.api_key: must be non-empty"),
         ("[server]\n", "katana: required"),
         (
@@ -661,3 +660,13 @@ def test_diff_sections_changed() -> None:
     assert (diff.katana_changed, diff.sync_changed, diff.log_changed) == (True, True, True)
     assert diff.restart_required == []
     assert not diff.empty
+
+
+def test_webhook_token_optional_in_file_but_required_to_run(tmp_path: Path) -> None:
+    path = tmp_path / "katsyncd.toml"
+    path.write_text('[katana]\napi_key = "k"\n')
+    cfg = load_config(path, env={})
+    assert cfg.katana.webhook_token_value() == ""
+    with pytest.raises(ConfigError) as caught:
+        cfg.check_runnable(str(path))
+    assert f"{path}: katana.webhook_token: required to run" in str(caught.value)

@@ -42,9 +42,6 @@ DELETE FROM stale_sales_order s
 USING unnest($1::bigint[], $2::bigint[]) AS t(id, gen)
 WHERE s.so_id = t.id AND s.gen = t.gen
 
--- name: count_stale_variants
-SELECT count(*) FROM stale_variant
-
 -- name: get_watermark
 SELECT updated_at FROM poll_watermark WHERE kind = $1
 
@@ -76,6 +73,10 @@ WHERE sku = ANY($1::text[]) AND deleted_at IS NULL AND type = 'product'
 -- name: live_variant_ids_by_skus
 SELECT id FROM katana_variant
 WHERE sku = ANY($1::text[]) AND deleted_at IS NULL AND type = 'product'
+
+-- name: mark_variants_gone
+UPDATE katana_variant SET deleted_at = now()
+WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
 
 -- name: mark_absent_variants_deleted
 UPDATE katana_variant SET deleted_at = now()
@@ -151,7 +152,9 @@ ON CONFLICT (store, item_key, location_id) DO UPDATE SET
     variant_id = EXCLUDED.variant_id,
     stale_since = CASE WHEN l.desired IS DISTINCT FROM l.pushed AND l.stale_since IS NOT NULL
                        THEN LEAST(l.stale_since, EXCLUDED.stale_since)
-                       ELSE EXCLUDED.stale_since END
+                       ELSE EXCLUDED.stale_since END,
+    increase_since = CASE WHEN EXCLUDED.desired > l.pushed
+                          THEN COALESCE(l.increase_since, now()) ELSE NULL END
 WHERE l.desired IS DISTINCT FROM EXCLUDED.desired
 
 -- name: levels_for
@@ -159,12 +162,21 @@ SELECT store, item_key, location_id, desired, pushed FROM item_level
 WHERE store = ANY($1::text[]) AND item_key = ANY($2::text[])
 
 -- name: backlog
-SELECT item_key, location_id, sku, desired, pushed, reason, stale_since
+-- Decreases first: with the oversell guard on, held increases must not crowd them out.
+SELECT item_key, location_id, sku, variant_id, desired, pushed, reason, stale_since,
+       extract(epoch FROM now() - increase_since)::float8 AS increase_age,
+       guard_checked_at > increase_since AS guard_checked,
+       EXISTS (SELECT 1 FROM stale_variant s WHERE s.variant_id = item_level.variant_id)
+           AS rereading
 FROM item_level
 WHERE store = $1 AND desired IS DISTINCT FROM pushed
   AND desired IS DISTINCT FROM failed_desired
-ORDER BY desired_at
+ORDER BY (desired > COALESCE(pushed, -1)), desired_at
 LIMIT $2
+
+-- name: guard_checked
+UPDATE item_level SET guard_checked_at = now()
+WHERE store = $1 AND item_key = ANY($2::text[])
 
 -- name: dry_run_backlog
 SELECT item_key, location_id, sku, desired, pushed, reason, stale_since
@@ -175,7 +187,7 @@ LIMIT $2
 
 -- name: record_pushed
 UPDATE item_level l SET pushed = t.q, pushed_at = now(), failed_desired = NULL,
-    failed_reason = NULL,
+    failed_reason = NULL, increase_since = NULL, guard_checked_at = NULL,
     stale_since = CASE WHEN l.desired = t.q THEN NULL ELSE l.stale_since END
 FROM unnest($2::text[], $3::int[], $4::int[]) AS t(item_key, location_id, q)
 WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
@@ -225,3 +237,27 @@ FROM push_log WHERE store = $1 ORDER BY id DESC LIMIT $2
 
 -- name: matched_skus
 SELECT DISTINCT sku FROM bc_item WHERE store = ANY($1::text[]) AND tracking <> 'none'
+
+-- name: live_product_skus
+-- Every SKU a live Katana product variant carries (the reconcile's Katana side, S6/S10).
+SELECT DISTINCT sku FROM katana_variant
+WHERE deleted_at IS NULL AND type = 'product' AND sku IS NOT NULL
+
+-- name: duplicate_live_skus
+-- S8: SKUs carried by more than one live product variant, with every such variant id.
+SELECT sku, array_agg(id ORDER BY id) AS ids FROM katana_variant
+WHERE deleted_at IS NULL AND type = 'product' AND sku IS NOT NULL
+GROUP BY sku HAVING count(*) > 1
+
+-- name: db_clock
+SELECT clock_timestamp()
+
+-- name: record_observed
+-- What a reconcile saw BigCommerce holding, read at $5 (database clock). A push recorded after
+-- that read is newer and wins; a level BigCommerce already has leaves nothing to push.
+UPDATE item_level l SET pushed = t.q,
+    stale_since = CASE WHEN l.desired = t.q THEN NULL ELSE COALESCE(l.stale_since, now()) END
+FROM unnest($2::text[], $3::int[], $4::int[]) AS t(item_key, location_id, q)
+WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
+  AND l.pushed IS DISTINCT FROM t.q
+  AND (l.pushed_at IS NULL OR l.pushed_at < $5)

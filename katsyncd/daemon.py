@@ -68,6 +68,7 @@ TRANSIENT_ERRORS = (
 )
 
 MAX_VARIANTS_PER_FLUSH = 5000
+MAX_ORDERS_PER_RESOLVE = 1000
 KATANA_ROWS_PER_PAGE = 250
 STATUS_REFRESH_SECONDS = 2.0
 LOOP_ERROR_BACKOFF_SECONDS = 2.0
@@ -382,23 +383,31 @@ class Daemon:
 
     # ----- loops -------------------------------------------------------------------------------
     async def _variant_loop(self) -> None:
-        assert self.engine is not None
-        while await self.variants.wait_due(self.stop_event):
+        await self._debounced_loop(self.variants, MAX_VARIANTS_PER_FLUSH, self._flush_variants)
+
+    async def _order_loop(self) -> None:
+        await self._debounced_loop(self.orders, MAX_ORDERS_PER_RESOLVE, self._resolve_orders)
+
+    async def _debounced_loop(
+        self, deb: Debouncer, max_batch: int, handle: Callable[[list[int]], Awaitable[None]]
+    ) -> None:
+        """Hand every due key to ``handle`` in bulk; on failure the keys go back (their marks
+        are durable anyway) and the loop backs off."""
+        while await deb.wait_due(self.stop_event):
             if not self._mirror_ready():
                 await _sleep(self.stop_event, 0.2)
                 continue
-            due = self.variants.due()
-            if self._should_wait_for_more(self.variants, due):
+            due = deb.due()
+            if self._should_wait_for_more(deb, due):
                 await _sleep(self.stop_event, 0.25)
                 continue
-            batch = due[:MAX_VARIANTS_PER_FLUSH]
-            firsts = self.variants.take(batch)
+            batch = due[:max_batch]
+            firsts = deb.take(batch)
             try:
-                await self._flush_variants(batch)
-                self.metrics.debounce_flushed_variants.inc(len(batch))
+                await handle(batch)
             except Exception as exc:
-                log.warning("variant_flush_failed", variants=len(batch), error=str(exc))
-                self.variants.mark(batch, first_seen=min(firsts.values()))
+                log.warning("flush_failed", keys=len(batch), error=str(exc) or type(exc).__name__)
+                deb.mark(batch, first_seen=min(firsts.values()))
                 await _sleep(self.stop_event, LOOP_ERROR_BACKOFF_SECONDS)
 
     async def _flush_variants(self, batch: list[int]) -> None:
@@ -409,6 +418,7 @@ class Daemon:
         reason = ",".join(sorted({r["reason"] for r in rows})) or "stale"
         started = time.monotonic()
         changed = await self.engine.refresh(batch, reason=reason, gens=gens, stale_since=since)
+        self.metrics.debounce_flushed_variants.inc(len(batch))
         log.info(
             "variants_flushed",
             variants=len(batch),
@@ -432,25 +442,10 @@ class Daemon:
         oldest = deb.oldest_first_seen(due)
         return oldest is not None and deb._clock() < oldest + deb.max_delay
 
-    async def _order_loop(self) -> None:
+    async def _resolve_orders(self, batch: list[int]) -> None:
         assert self.poller is not None
-        while await self.orders.wait_due(self.stop_event):
-            if not self._mirror_ready():
-                await _sleep(self.stop_event, 0.2)
-                continue
-            due = self.orders.due()
-            if self._should_wait_for_more(self.orders, due):
-                await _sleep(self.stop_event, 0.25)
-                continue
-            batch = due[:1000]
-            firsts = self.orders.take(batch)
-            try:
-                marked = await self.poller.resolve_sales_orders(batch)
-                log.info("sales_orders_resolved", orders=len(batch), variants_marked=marked)
-            except Exception as exc:
-                log.warning("sales_order_resolve_failed", orders=len(batch), error=str(exc))
-                self.orders.mark(batch, first_seen=min(firsts.values()))
-                await _sleep(self.stop_event, LOOP_ERROR_BACKOFF_SECONDS)
+        marked = await self.poller.resolve_sales_orders(batch)
+        log.info("sales_orders_resolved", orders=len(batch), variants_marked=marked)
 
     async def _poll_loop(self) -> None:
         assert self.poller is not None

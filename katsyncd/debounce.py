@@ -34,15 +34,20 @@ class Debouncer:
         self.debounce, self.max_delay = debounce, max_delay
         self._changed.set()
 
-    def mark(self, keys: Iterable[int], *, first_seen: float | None = None) -> None:
-        """Note that these keys may be stale. ``first_seen`` backdates the first mark."""
+    def mark(
+        self, keys: Iterable[int], *, first_seen: float | None = None, settled: bool = False
+    ) -> None:
+        """Note that these keys may be stale. ``first_seen`` backdates the first mark;
+        ``settled`` marks come from a read of Katana (a poll, a resolved sales order), not
+        from a burst of events, so they need no quiet time and are due at once."""
         now = self._clock()
+        last = now - self.debounce if settled else now
         for k in keys:
             self.marks_total += 1
             first = self._first.get(k)
             start = now if first_seen is None else min(first_seen, now)
             self._first[k] = start if first is None else min(first, start)
-            self._last[k] = now
+            self._last[k] = last if k not in self._last else max(self._last[k], last)
         self._changed.set()
 
     def due_at(self, key: int) -> float:

@@ -69,3 +69,13 @@ async def test_wait_due_wakes_on_mark_and_on_stop() -> None:
     waiter2 = asyncio.create_task(d.wait_due(stop))
     stop.set()
     assert await asyncio.wait_for(waiter2, 1.0) is False
+
+
+def test_settled_marks_are_due_at_once_but_bursts_still_wait() -> None:
+    c = Clock()
+    d = Debouncer(2.0, 10.0, clock=c)
+    d.mark([1], settled=True)
+    d.mark([2])
+    assert d.due() == [1]
+    d.mark([1])  # a new event after the settled mark restarts the quiet time
+    assert d.due() == []

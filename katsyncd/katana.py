@@ -223,10 +223,14 @@ class KatanaClient:
         *,
         updated_at_min: datetime | None = None,
         include_deleted: bool = True,
+        product_only: bool = False,
         priority: Priority = Priority.POLL,
     ) -> AsyncIterator[list[KatanaVariant]]:
-        """Variants (optionally only those updated since ``updated_at_min``), page by page."""
+        """Variants (optionally only those updated since ``updated_at_min``, only product
+        variants), page by page."""
         params = [("include_deleted", _bool_param(include_deleted))]
+        if product_only:
+            params.append(("type", "product"))  # S10: materials never sync; don't page them
         if updated_at_min is not None:
             params.append(("updated_at_min", format_datetime(updated_at_min)))
         async for page in self.pages("/variants", params, priority=priority):

@@ -85,6 +85,7 @@ class Poller:
         async for page in self.katana.variants(
             updated_at_min=None if since is None else since - WATERMARK_OVERLAP,
             include_deleted=since is not None,
+            product_only=True,
             priority=Priority.POLL,
         ):
             marked += await self._apply_variants(page, bootstrap=since is None)
@@ -124,7 +125,9 @@ class Poller:
         """Read every live variant; mirror rows Katana no longer lists (archived, or deleted
         without our seeing it) stop syncing (S10) and their SKUs are recomputed (S8)."""
         seen: list[int] = []
-        async for page in self.katana.variants(include_deleted=False, priority=Priority.POLL):
+        async for page in self.katana.variants(
+            include_deleted=False, product_only=True, priority=Priority.POLL
+        ):
             await self.engine.upsert_variants([v for v in page if v.type == "product"])
             seen.extend(v.id for v in page)
         gone = await self.db.pool.fetch(Q["mark_absent_variants_deleted"], seen)

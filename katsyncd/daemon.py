@@ -69,7 +69,7 @@ TRANSIENT_ERRORS = (
 
 MAX_VARIANTS_PER_FLUSH = 5000
 MAX_ORDERS_PER_RESOLVE = 1000
-KATANA_ROWS_PER_PAGE = 250
+KATANA_PAGE_ROWS = 250  # Katana's page size (rows)
 STATUS_REFRESH_SECONDS = 2.0
 LOOP_ERROR_BACKOFF_SECONDS = 2.0
 CATALOG_RETRY_SECONDS = 30.0  # a failed catalogue read is retried this soon
@@ -383,25 +383,40 @@ class Daemon:
 
     # ----- loops -------------------------------------------------------------------------------
     async def _variant_loop(self) -> None:
-        await self._debounced_loop(self.variants, MAX_VARIANTS_PER_FLUSH, self._flush_variants)
+        await self._debounced_loop(
+            self.variants, MAX_VARIANTS_PER_FLUSH, self._flush_variants, self._variants_per_page()
+        )
 
     async def _order_loop(self) -> None:
-        await self._debounced_loop(self.orders, MAX_ORDERS_PER_RESOLVE, self._resolve_orders)
+        await self._debounced_loop(
+            self.orders, MAX_ORDERS_PER_RESOLVE, self._resolve_orders, lambda: KATANA_PAGE_ROWS
+        )
 
     async def _debounced_loop(
-        self, deb: Debouncer, max_batch: int, handle: Callable[[list[int]], Awaitable[None]]
+        self,
+        deb: Debouncer,
+        max_batch: int,
+        handle: Callable[[list[int]], Awaitable[None]],
+        per_page: Callable[[], int],
     ) -> None:
-        """Hand every due key to ``handle`` in bulk; on failure the keys go back (their marks
-        are durable anyway) and the loop backs off."""
+        """Hand due keys to ``handle`` in bulk; on failure the keys go back (their marks are
+        durable anyway) and the loop backs off.
+
+        While the Katana budget is short, a batch is one page (the most overdue keys first):
+        it is read with one token and recorded at once, instead of a large batch whose first
+        pages go stale while its last ones wait for tokens.
+        """
         while await deb.wait_due(self.stop_event):
             if not self._mirror_ready():
                 await _sleep(self.stop_event, 0.2)
                 continue
             due = deb.due()
-            if self._should_wait_for_more(deb, due):
+            page = per_page()
+            if self._should_wait_for_more(deb, due, page):
                 await _sleep(self.stop_event, 0.25)
                 continue
-            batch = due[:max_batch]
+            limit = max_batch if self._budget_plenty() else page
+            batch = sorted(due, key=deb.due_at)[:limit]
             firsts = deb.take(batch)
             try:
                 await handle(batch)
@@ -431,13 +446,18 @@ class Daemon:
         assert self.poller is not None
         return all(k in self.poller.last_poll for k in ("variants", "sales_orders"))
 
-    def _should_wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
+    def _budget_plenty(self) -> bool:
+        return self.katana_limiter.available() >= self.config.katana.requests_per_minute / 2
+
+    def _variants_per_page(self) -> Callable[[], int]:
+        """Variants per /inventory page: one row per (variant, location)."""
+        return lambda: max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
+
+    def _should_wait_for_more(self, deb: Debouncer, due: list[int], per_page: int) -> bool:
         """In a burst with the Katana budget low, wait for a full page (or the deadline)
-        rather than spend a request on a few variants. On a quiet day read at once."""
-        cap = self.config.katana.requests_per_minute
-        if self.katana_limiter.available() >= cap / 2:
+        rather than spend a request on a few keys. On a quiet day read at once."""
+        if self._budget_plenty():
             return False
-        per_page = max(1, KATANA_ROWS_PER_PAGE // max(1, len(self.locations)))
         if len(due) >= per_page or len(deb) < per_page:
             return False  # a full page is ready, or there is no burst to wait for
         oldest = deb.oldest_first_seen(due)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
@@ -61,6 +62,22 @@ def variant_from_row(r: asyncpg.Record) -> KatanaVariant:
         updated_at=r["updated_at"],
         deleted_at=r["deleted_at"],
     )
+
+
+OrderSignature = tuple[
+    str, int | None, bool, bool, tuple[tuple[int, int, int | None, Decimal], ...]
+]
+
+
+def order_signature(o: SalesOrder) -> OrderSignature:
+    """What of an order the commitments depend on (pure)."""
+    live = o.deleted_at is None
+    rows = (
+        tuple(sorted((r.id, r.variant_id, r.location_id, r.quantity) for r in o.rows))
+        if live
+        else ()
+    )
+    return (o.status, o.location_id, o.ecommerce_order_type is not None, not live, rows)
 
 
 def group_inventory(rows: Iterable[InventoryRow]) -> dict[int, list[InventoryRow]]:
@@ -126,19 +143,45 @@ class Engine:
     async def apply_sales_orders(
         self, orders: Collection[SalesOrder], *, missing: Collection[int] = ()
     ) -> set[int]:
-        """Refresh the sales-order mirror; returns the variants whose commitments may differ."""
+        """Refresh the sales-order mirror; returns the variants whose commitments may differ.
+
+        Orders identical to the mirror (a poll's overlap, a webhook for an edit that did not
+        touch rows or status) change nothing and mark nothing.
+        """
         so_ids = [o.id for o in orders] + list(missing)
         if not so_ids:
             return set()
         async with self.db.pool.acquire() as conn, conn.transaction():
-            touched = {r["variant_id"] for r in await conn.fetch(Q["so_row_variants"], so_ids)}
-            await conn.execute(Q["delete_so_rows"], so_ids)
-            if missing:
-                await conn.execute(Q["delete_sales_orders"], list(missing))
-            if orders:
-                await self._insert_orders(conn, orders)
-        touched.update(r.variant_id for o in orders for r in o.rows)
+            before = await self._mirrored_orders(conn, so_ids)
+            changed = [o for o in orders if before.get(o.id) != order_signature(o)]
+            gone = [i for i in missing if i in before]
+            ids = [o.id for o in changed] + gone
+            if not ids:
+                return set()
+            touched = {r["variant_id"] for r in await conn.fetch(Q["so_row_variants"], ids)}
+            await conn.execute(Q["delete_so_rows"], ids)
+            if gone:
+                await conn.execute(Q["delete_sales_orders"], gone)
+            if changed:
+                await self._insert_orders(conn, changed)
+        touched.update(r.variant_id for o in changed for r in o.rows)
         return touched
+
+    @staticmethod
+    async def _mirrored_orders(conn: Conn, so_ids: list[int]) -> dict[int, OrderSignature]:
+        rows: dict[int, list[tuple[int, int, int | None, Decimal]]] = defaultdict(list)
+        for r in await conn.fetch(Q["so_rows_for_orders"], so_ids):
+            rows[r["so_id"]].append((r["row_id"], r["variant_id"], r["location_id"], r["quantity"]))
+        return {
+            o["id"]: (
+                o["status"],
+                o["location_id"],
+                o["from_channel"],
+                o["deleted_at"] is not None,
+                tuple(sorted(rows[o["id"]])),
+            )
+            for o in await conn.fetch(Q["sales_orders_by_ids"], so_ids)
+        }
 
     async def _insert_orders(self, conn: Conn, orders: Collection[SalesOrder]) -> None:
         os_ = list(orders)

@@ -21,6 +21,9 @@ from katsyncd.models import Priority
 Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
+# A poll waits at most this long behind live reads (polls are part of correctness).
+POLL_MAX_WAIT_SECONDS = 15.0
+
 # Float slack when comparing token counts, so a sleep of exactly the computed delay succeeds.
 _EPSILON = 1e-9
 # Katana's quota is per 60 s window; a reset further away than this is treated as garbage.
@@ -66,6 +69,7 @@ class _Bucket:
 @dataclass(eq=False)
 class _Waiter:
     priority: Priority
+    since: float = 0.0  # when it started waiting (the limiter's clock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -127,7 +131,7 @@ class KatanaLimiter:
         start = self._clock()
         if self.try_acquire(priority):
             return 0.0
-        waiter = _Waiter(priority)
+        waiter = _Waiter(priority, since=start)
         self._queues[priority].append(waiter)
         try:
             await self._wait_turn(waiter)
@@ -137,7 +141,7 @@ class KatanaLimiter:
 
     def try_acquire(self, priority: Priority) -> bool:
         """Take a token now if allowed and nobody as or more urgent is already waiting."""
-        if any(self._queues[p] for p in Priority if p <= priority):
+        if any(self._queues[p] for p in Priority if p <= priority) or self._aged_poll_waiting():
             return False
         if self.delay_for(priority) > 0.0:
             return False
@@ -146,21 +150,34 @@ class KatanaLimiter:
 
     async def _wait_turn(self, waiter: _Waiter) -> None:
         while True:
-            if self._head() is waiter:
+            head = self._head()
+            if head is waiter:
                 delay = self.delay_for(waiter.priority)
                 if delay <= 0.0:
                     self._take()  # no await between taking and returning: cancel-safe
                     return
                 await self._sleep(delay)
             else:
+                if head is not None:
+                    head.wake.set()  # the head changed under us (a poll aged): hand over
                 await waiter.wake.wait()
                 waiter.wake.clear()
 
     def _head(self) -> _Waiter | None:
+        """The most urgent waiter; a poll that has waited POLL_MAX_WAIT_SECONDS goes first, so
+        a sustained burst of live reads cannot starve the polls that catch what sends no
+        webhook (stock adjustments, transfers)."""
+        polls = self._queues[Priority.POLL]
+        if polls and self._clock() - polls[0].since >= POLL_MAX_WAIT_SECONDS:
+            return polls[0]
         for priority in Priority:
             if self._queues[priority]:
                 return self._queues[priority][0]
         return None
+
+    def _aged_poll_waiting(self) -> bool:
+        polls = self._queues[Priority.POLL]
+        return bool(polls) and self._clock() - polls[0].since >= POLL_MAX_WAIT_SECONDS
 
     def _leave(self, waiter: _Waiter) -> None:
         """Drop a granted or cancelled waiter and wake whoever is head now."""

@@ -491,3 +491,29 @@ async def test_wait_honours_a_429_and_reports_the_wait() -> None:
     await clock.advance(1.0)
     assert await task == pytest.approx(2.0)
     assert await limiter.wait() == 0.0
+
+
+async def test_a_poll_is_not_starved_by_a_stream_of_live_reads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import katsyncd.ratelimit as rl
+
+    monkeypatch.setattr(rl, "POLL_MAX_WAIT_SECONDS", 0.3)
+    limiter = rl.KatanaLimiter(600)  # 10 a second
+    while limiter.try_acquire(Priority.LIVE):
+        pass  # empty the bucket
+    stop = asyncio.Event()
+
+    async def live_stream() -> None:
+        while not stop.is_set():
+            await limiter.acquire(Priority.LIVE)
+
+    streams = [asyncio.create_task(live_stream()) for _ in range(3)]
+    try:
+        waited = await asyncio.wait_for(limiter.acquire(Priority.POLL), 3.0)
+    finally:
+        stop.set()
+        for t in streams:
+            t.cancel()
+        await asyncio.gather(*streams, return_exceptions=True)
+    assert 0.25 <= waited < 1.5

@@ -121,3 +121,17 @@ def test_s12_resolve_location_names_and_ids() -> None:
     assert resolve_locations(["Outlet", 1], known) == (frozenset({1, 2}), [])
     assert resolve_locations(["7"], known) == (frozenset({3}), [])
     assert resolve_locations(["Nowhere", "99"], known) == (frozenset(), ["Nowhere", "99"])
+
+
+def test_order_signature_ignores_quantity_formatting_but_not_changes() -> None:
+    from katsyncd.engine import order_signature
+    from katsyncd.models import SalesOrder, SalesOrderRow
+
+    def order(qty: str, status: str = "NOT_SHIPPED") -> SalesOrder:
+        return SalesOrder(
+            1, status, 1, None, "katana", T0, None, (SalesOrderRow(10, 5, Decimal(qty), None),)
+        )
+
+    assert order_signature(order("3")) == order_signature(order("3.00000"))
+    assert order_signature(order("3")) != order_signature(order("4"))
+    assert order_signature(order("3")) != order_signature(order("3", "PACKED"))

@@ -94,6 +94,14 @@ ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, location_id = EXCLUDED.
 -- name: so_row_variants
 SELECT DISTINCT variant_id FROM katana_so_row WHERE so_id = ANY($1::bigint[])
 
+-- name: so_rows_for_orders
+SELECT so_id, row_id, variant_id, location_id, quantity FROM katana_so_row
+WHERE so_id = ANY($1::bigint[])
+
+-- name: sales_orders_by_ids
+SELECT id, status, location_id, from_channel, deleted_at FROM katana_sales_order
+WHERE id = ANY($1::bigint[])
+
 -- name: delete_so_rows
 DELETE FROM katana_so_row WHERE so_id = ANY($1::bigint[])
 

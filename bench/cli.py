@@ -1,0 +1,94 @@
+"""``python -m bench [--quick] [--scenario NAME ...] [--json FILE] [--markdown FILE]``.
+
+Runs the scenarios one after another, prints the comparison table (rich) and exits 0 when
+every scenario ran, whatever the figures: targets are reported, not asserted. A scenario that
+crashes gets an ``error`` row and the exit status is 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+
+from rich.console import Console
+
+from bench.context import Context
+from bench.pg import PgServer
+from bench.profiles import PROFILES
+from bench.report import (
+    Results,
+    Row,
+    command_line,
+    machine,
+    markdown,
+    now_iso,
+    print_results,
+    write_json,
+)
+from bench.scenarios import SCENARIOS
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, raised quotas (CI)")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        choices=sorted(SCENARIOS),
+        help="run only this scenario (repeatable; default: all)",
+    )
+    p.add_argument("--json", type=Path, help="save the figures as JSON")
+    p.add_argument("--markdown", type=Path, help="save the table as Markdown")
+    p.add_argument("--database-url", help="Postgres server (default: env, local, embedded)")
+    p.add_argument("--workdir", type=Path, help="configs and logs (default: a temp folder)")
+    p.add_argument("--profile", type=Path, help="py-spy katsyncd's measured phases into DIR")
+    return p
+
+
+async def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Results, bool]:
+    profile = PROFILES["quick" if args.quick else "full"]
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="katsyncd-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    results = Results(profile.name, command_line(argv), now_iso(), machine())
+    ok = True
+    async with PgServer(args.database_url) as pg:
+        ctx = Context(profile, pg, workdir, results, profile_dir=args.profile)
+        ctx.say("bench", f"{profile.name} profile; Postgres: {pg.kind}; logs in {workdir}")
+        for name in args.scenario or list(SCENARIOS):
+            ok &= await _scenario(ctx, name)
+    return results, ok
+
+
+async def _scenario(ctx: Context, name: str) -> bool:
+    started = time.monotonic()
+    try:
+        ctx.results.add(await SCENARIOS[name](ctx))
+    except Exception as exc:
+        ctx.console.print(traceback.format_exc())
+        ctx.results.add([Row(name, "error", "", None, None, note=f"{type(exc).__name__}: {exc}")])
+        return False
+    finally:
+        ctx.say(name, f"done in {time.monotonic() - started:.0f} s")
+    return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    started = time.monotonic()
+    results, ok = asyncio.run(_run(args, argv))
+    results.seconds = time.monotonic() - started
+    print_results(Console(width=max(160, Console().width)), results)
+    if args.json:
+        write_json(args.json, results)
+    if args.markdown:
+        args.markdown.write_text(markdown(results))
+    return 0 if ok else 1

@@ -1,0 +1,50 @@
+"""What every scenario is handed: the profile, the Postgres server, a work folder for configs
+and logs, and a console for progress lines (stderr; the table goes to stdout)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+
+from bench import profiling
+from bench.pg import PgServer
+from bench.profiles import Profile
+from bench.report import Results
+from bench.systems import System
+
+
+@dataclass
+class Context:
+    profile: Profile
+    pg: PgServer
+    workdir: Path
+    results: Results
+    console: Console = field(default_factory=lambda: Console(stderr=True))
+    started: float = field(default_factory=time.monotonic)
+    profile_dir: Path | None = None
+
+    def say(self, scenario: str, message: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.console.print(f"[dim]{elapsed:6.1f} s[/] [bold]{scenario}[/]: {message}")
+
+    def note(self, scenario: str, text: str) -> None:
+        self.results.note(scenario, text)
+
+    @contextlib.asynccontextmanager
+    async def profiled(self, system: System, label: str) -> AsyncIterator[None]:
+        """py-spy on katsyncd during a measured phase, when ``--profile DIR`` asked for it."""
+        if self.profile_dir is None or system.name != "katsyncd" or system.proc is None:
+            yield
+            return
+        if not profiling.available():
+            self.say(label, "--profile needs py-spy (pip install py-spy); not profiling")
+            yield
+            return
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        async with profiling.pyspy(system.proc.pid, self.profile_dir / f"{label}.txt"):
+            yield

@@ -124,6 +124,9 @@ class Engine:
         self.metrics = metrics
         self._stores = stores
         self.reads = 0
+        # When each variant's inventory was last read (its read started): a stock movement
+        # older than that is already reflected and needs no second read.
+        self.last_read: dict[int, datetime] = {}
 
     # ----- mirror maintenance -------------------------------------------------------------
     async def upsert_variants(self, variants: Collection[KatanaVariant]) -> None:
@@ -249,7 +252,10 @@ class Engine:
         if not read:
             return {}
         self.reads += 1
-        return group_inventory(await self.katana.inventory(read, priority=priority))
+        started = datetime.now(UTC)
+        rows = group_inventory(await self.katana.inventory(read, priority=priority))
+        self.last_read.update(dict.fromkeys(read, started))
+        return rows
 
     async def _confirm_live(
         self,

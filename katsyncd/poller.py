@@ -18,12 +18,13 @@ from katsyncd.db import Database, Q
 from katsyncd.engine import Engine
 from katsyncd.katana import KatanaClient
 from katsyncd.metrics import Metrics
-from katsyncd.models import OPEN_SO_STATUSES, KatanaVariant, Priority, SalesOrder
+from katsyncd.models import OPEN_SO_STATUSES, KatanaVariant, Movement, Priority, SalesOrder
 
 log = structlog.get_logger(__name__)
 
 WATERMARK_OVERLAP = timedelta(seconds=5)  # re-read a little: same-millisecond updates, skew
 BOOTSTRAP_SKEW = timedelta(minutes=5)  # first watermark is this far before our clock
+CLOCK_SKEW_MARGIN = timedelta(seconds=2)  # between Katana's clock and ours
 MIN_TRIGGERED_POLL_SPACING_SECONDS = 10.0  # webhook-triggered polls coalesce to at most this
 POLL_KINDS = ("variants", "sales_orders", "movements", "variant_sweep")
 # A full variant sweep finds archived variants (they vanish without a deleted_at); it costs
@@ -211,7 +212,7 @@ class Poller:
             updated_at_min=since - WATERMARK_OVERLAP, priority=Priority.POLL
         ):
             for m in page:
-                if m.id not in self._seen_movements:
+                if m.id not in self._seen_movements and not self._already_read(m):
                     ids.add(m.variant_id)
                 self._seen_movements[m.id] = m.updated_at
                 newest = max(newest, m.updated_at)
@@ -220,6 +221,11 @@ class Poller:
         self._forget_movements(newest - 2 * WATERMARK_OVERLAP)
         await self._set_watermark("movements", newest)
         return len(ids)
+
+    def _already_read(self, m: Movement) -> bool:
+        """The variant was read after this movement happened (a webhook led to it)."""
+        read = self.engine.last_read.get(m.variant_id)
+        return read is not None and m.updated_at < read - CLOCK_SKEW_MARGIN
 
     def _forget_movements(self, before: datetime) -> None:
         self._seen_movements = {k: v for k, v in self._seen_movements.items() if v >= before}

@@ -22,7 +22,7 @@ Clock = Callable[[], float]
 Sleep = Callable[[float], Awaitable[None]]
 
 # A poll waits at most this long behind live reads (polls are part of correctness).
-POLL_MAX_WAIT_SECONDS = 15.0
+POLL_MAX_WAIT_SECONDS = 60.0
 
 # Float slack when comparing token counts, so a sleep of exactly the computed delay succeeds.
 _EPSILON = 1e-9

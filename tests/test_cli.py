@@ -1,0 +1,84 @@
+"""The command line: check-config, migrate, and run's refusal to start half-configured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from katsyncd.db import load_migrations
+from tests.cli_helpers import run_cli
+
+GOOD = """
+[database]
+url = "{url}"
+[katana]
+api_key = "k"
+webhook_token = "0123456789abcdef"
+[[stores]]
+name = "main"
+store_hash = "abc"
+access_token = "secret-bc-token"
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "katsyncd.toml"
+    path.write_text(text)
+    return path
+
+
+async def test_check_config_ok_prints_redacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD.format(url="postgresql://u:pw@h/db"))
+    assert await run_cli(["check-config", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{path}: OK" in out
+    assert "secret-bc-token" not in out and "0123456789abcdef" not in out and ":pw@" not in out
+
+
+async def test_check_config_errors_name_file_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(tmp_path, GOOD.format(url="postgresql://h/db").replace("store_hash", "store_hsh"))
+    assert await run_cli(["--config", str(path), "check-config"]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: stores[0].store_hsh: unknown key" in err
+
+
+async def test_migrate_applies_every_migration(tmp_path: Path, db_url: str) -> None:
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("DROP TABLE schema_migrations")  # pretend 0002+ never ran
+        await conn.execute(
+            "ALTER TABLE item_level DROP COLUMN increase_since, DROP COLUMN guard_checked_at"
+        )
+        await conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+            "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'initial')")
+        path = write(tmp_path, GOOD.format(url=db_url))
+        assert await run_cli(["migrate", "--config", str(path)]) == 0
+        versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+        assert sorted(versions) == [m.version for m in load_migrations()]
+        cols = {
+            r[0]
+            for r in await conn.fetch(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'item_level'"
+            )
+        }
+        assert {"increase_since", "guard_checked_at"} <= cols
+    finally:
+        await conn.close()
+
+
+async def test_run_refuses_without_webhook_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = GOOD.format(url="postgresql://h/db").replace('webhook_token = "0123456789abcdef"\n', "")
+    path = write(tmp_path, text)
+    assert await run_cli(["run", "--config", str(path)]) == 2
+    assert "katana.webhook_token: required to run" in capsys.readouterr().err

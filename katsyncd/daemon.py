@@ -403,8 +403,8 @@ class Daemon:
         durable anyway) and the loop backs off.
 
         (Measured with ``python -m bench --scenario burst``: capping a batch at one page while
-        tokens are short gave 32 BigCommerce writes per store instead of 3 and no shorter tail;
-        large batches stay.)
+        tokens are short gave 32 BigCommerce writes per store instead of 3, against a target
+        of 10; large batches stay.)
         """
         while await deb.wait_due(self.stop_event):
             if not self._mirror_ready():

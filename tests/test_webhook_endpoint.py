@@ -17,6 +17,7 @@ import pytest
 
 from katsyncd.daemon import Daemon
 from katsyncd.sim.world import WEBHOOK_TOKEN, World
+from tests.conftest import _with_db
 from tests.harness import eventually, get_json, running_daemon
 
 pytestmark = pytest.mark.timeout(90)
@@ -99,7 +100,7 @@ async def get_text(d: Daemon, path: str) -> tuple[int, str]:
 
 async def test_postgres_down_answers_503_then_recovers(world: World, db_url: str) -> None:
     name = urlsplit(db_url).path.lstrip("/")
-    admin_url = db_url.rsplit("/", 1)[0] + "/postgres"
+    admin_url = _with_db(db_url, "postgres")  # keeps ?host=… of an embedded server's URL
     async with running_daemon(
         world, db_url, subscribe=False, debounce_seconds=30, max_delay_seconds=60
     ) as d:

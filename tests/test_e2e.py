@@ -48,6 +48,14 @@ def daemon_factory(
     proc.stop()
 
 
+async def start_synced(proc: DaemonProcess, port: int, world: World) -> None:
+    """Start the daemon, subscribe it to the webhooks, wait for the initial full sync."""
+    proc.start()
+    await proc.wait_ready(port)
+    world.subscribe(port, SUBSCRIBED_EVENTS)
+    await converge(world, 60)
+
+
 async def burst(world: World, n: int, rng: random.Random, seconds: float) -> None:
     """n mixed Katana changes (orders, MOs, receipts, adjustments, transfers) plus extra
     current_inventory hints, spread over ``seconds``."""
@@ -63,10 +71,7 @@ async def test_burst_converges_and_a_failing_store_does_not_delay_the_other(
     world: World, daemon_factory: tuple[DaemonProcess, int]
 ) -> None:
     proc, port = daemon_factory
-    proc.start()
-    await proc.wait_ready(port)
-    world.subscribe(port, SUBSCRIBED_EVENTS)
-    await converge(world, 60)  # initial full sync of every matched SKU
+    await start_synced(proc, port, world)
     outlet = world.stores[1].sim
     outlet.window_ms = 3000  # keeps BigCommerce's documented wait-for-reset short for a test
     outlet.fail_next(6, 500, path_prefix="/inventory/adjustments")
@@ -89,10 +94,7 @@ async def test_kill_9_mid_burst_then_restart_loses_nothing(
     world: World, daemon_factory: tuple[DaemonProcess, int], db_url: str
 ) -> None:
     proc, port = daemon_factory
-    proc.start()
-    await proc.wait_ready(port)
-    world.subscribe(port, SUBSCRIBED_EVENTS)
-    await converge(world, 60)
+    await start_synced(proc, port, world)
     rng = random.Random(2)
     await burst(world, 150, rng, 1.0)
     proc.kill9()  # acknowledged marks are in Postgres; nothing else survives
@@ -114,10 +116,7 @@ async def test_sigterm_mid_burst_exits_0_and_restart_converges(
     world: World, daemon_factory: tuple[DaemonProcess, int]
 ) -> None:
     proc, port = daemon_factory
-    proc.start()
-    await proc.wait_ready(port)
-    world.subscribe(port, SUBSCRIBED_EVENTS)
-    await converge(world, 60)
+    await start_synced(proc, port, world)
     rng = random.Random(4)
     await burst(world, 150, rng, 1.0)
     proc.signal(signal.SIGTERM)

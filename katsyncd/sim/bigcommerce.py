@@ -31,6 +31,8 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
+from katsyncd.sim.quirks import BigCommerceQuirks
+
 __all__ = ["BigCommerceSim", "RequestRecord", "RequestValidator", "SimStore"]
 
 RequestValidator = Callable[[str, str, Mapping[str, str], bytes], None]
@@ -1268,7 +1270,13 @@ class BigCommerceSim:
     ``spec_violations``. Tests install ``tests.bcspec.make_validator()`` there.
     """
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        quirks: BigCommerceQuirks | None = None,
+    ) -> None:
+        self.quirks = quirks or BigCommerceQuirks()
         self.base_url = ""
         self.request_validator: RequestValidator | None = None
         self.spec_violations: list[str] = []

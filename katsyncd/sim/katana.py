@@ -52,6 +52,7 @@ from katsyncd.sim.katana_model import (
 )
 from katsyncd.sim.katana_state import KatanaState
 from katsyncd.sim.katana_webhooks import Delivery, WebhookDispatcher
+from katsyncd.sim.quirks import KatanaQuirks
 
 __all__ = ["KatanaSim", "RequestRecord", "WebhookAttempt"]
 
@@ -74,8 +75,10 @@ class KatanaSim(KatanaState):
         webhook_retry_delays: Sequence[float] = DEFAULT_RETRY_DELAYS,
         webhook_timeout: float = 10.0,
         clock: Callable[[], float] = time.time,
+        quirks: KatanaQuirks | None = None,
     ) -> None:
         super().__init__(clock)
+        self.quirks = quirks or KatanaQuirks()
         self.requests_per_minute = requests_per_minute
         self.api_key = api_key
         self.latency = 0.0

@@ -13,6 +13,7 @@ from typing import Any
 
 from katsyncd.sim.bigcommerce import BigCommerceSim, SimStore
 from katsyncd.sim.katana import KatanaSim
+from katsyncd.sim.quirks import Quirks
 
 WEBHOOK_TOKEN = "d3m0d3m0d3m0d3m0"
 KATANA_KEY = "sim-katana-key"
@@ -72,20 +73,25 @@ class World:
         katana_rpm: int = 60,
         bc_quota: int = 150,
         webhook_retry_delays: Sequence[float] = (30.0, 120.0, 900.0),
+        quirks: Quirks | None = None,
     ) -> World:
+        quirks = quirks or Quirks()
         katana = KatanaSim(
             requests_per_minute=katana_rpm,
+            quirks=quirks.katana,
             api_key=KATANA_KEY,
             webhook_retry_delays=webhook_retry_delays,
         )
-        bc = BigCommerceSim()
+        bc = BigCommerceSim(quirks=quirks.bigcommerce)
         world = cls(katana, bc)
         world.katana_url = await katana.start()
         world.bc_url = await bc.start()
         world._bc_quota = bc_quota
+        world.quirks = quirks
         return world
 
     _bc_quota: int = 150
+    quirks: Quirks = field(default_factory=Quirks)
 
     async def stop(self) -> None:
         await self.katana.stop()

@@ -1,0 +1,79 @@
+"""How the simulators play the behaviours Katana and BigCommerce document loosely.
+
+Where an API's documentation does not settle a behaviour, our client and our simulator could
+share one guess and the tests would stay green while a real account is slow or wrong. Every
+such point is a field here, with the reading katsyncd was first written for as the default
+("optimistic") and the other reading available, so a test can run in both modes.
+:func:`pessimistic` turns every field to the unhelpful reading at once (``katsyncd demo
+--pessimistic``, the ``quirks`` fixtures in the tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+# What ``object.id`` / ``object.href`` of a ``current_inventory.*`` webhook are. Undocumented:
+# Katana's own examples show a product href; one third-party handler reads a variant id.
+InventoryEventShape = Literal["variant", "product", "no_href"]
+# What a gateway does with more repeated array values (``variant_id=…``) than it accepts.
+OverLimit = Literal["ignore", "reject"]
+
+
+@dataclass(frozen=True, slots=True)
+class KatanaQuirks:
+    inventory_event_shape: InventoryEventShape = "variant"
+    """``variant``: ``object.id`` is the variant id, href ``…/variants/{id}``; ``product``: the
+    product id with href ``…/products/{id}`` (Katana's documented example); ``no_href``: the
+    product id and no ``href`` at all."""
+
+    array_filter_limit: int | None = None
+    """Most repeated values one array filter (``variant_id``, ``ids``, ``sales_order_ids``…)
+    is honoured with; ``None`` is no limit."""
+
+    array_filter_over_limit: OverLimit = "ignore"
+    """Above the limit: ``ignore`` drops the filter silently (rows for ids not asked for come
+    back, as qs does past its array limit); ``reject`` answers 400 naming the parameter."""
+
+    row_edits_bump_order: bool = True
+    """Whether editing, moving or deleting a sales-order row bumps the order's own
+    ``updated_at`` (undocumented; the rows' ``updated_at`` always moves)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BigCommerceQuirks:
+    include_fields_keeps_variants: bool = True
+    """Whether ``GET /v3/catalog/products?include=variants&include_fields=…`` still embeds the
+    variants when ``include_fields`` does not name ``variants`` (the spec does not say)."""
+
+    errors_name_items: bool = True
+    """Whether a rejected stock write says which items were wrong (a 422 with ``errors``
+    keyed by item); ``False``: 4xx answers carry only a title."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quirks:
+    katana: KatanaQuirks = KatanaQuirks()
+    bigcommerce: BigCommerceQuirks = BigCommerceQuirks()
+
+    @property
+    def pessimistic(self) -> bool:
+        return self != Quirks()
+
+
+def optimistic() -> Quirks:
+    """The readings katsyncd was first written for."""
+    return Quirks()
+
+
+def pessimistic(inventory_event_shape: InventoryEventShape = "product") -> Quirks:
+    """Every loosely documented behaviour played the unhelpful way."""
+    return Quirks(
+        KatanaQuirks(
+            inventory_event_shape=inventory_event_shape,
+            array_filter_limit=20,
+            array_filter_over_limit="ignore",
+            row_edits_bump_order=False,
+        ),
+        BigCommerceQuirks(include_fields_keeps_variants=False, errors_name_items=False),
+    )

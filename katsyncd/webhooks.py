@@ -12,6 +12,7 @@ import argparse
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 from rich.console import Console
@@ -24,6 +25,28 @@ from katsyncd.katana import KatanaClient, KatanaError
 from katsyncd.ratelimit import KatanaLimiter
 
 Webhook = Mapping[str, Any]
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+def url_problem(url: str, *, allow_loopback_http: bool = False) -> str | None:
+    """Pure: why Katana would not deliver to ``url`` (None: it is a usable https URL).
+
+    Katana's API accepts only https webhook URLs. ``allow_loopback_http`` also lets plain
+    http to a loopback host through, for the simulators and local tests only."""
+    parts = urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if allow_loopback_http and parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS:
+        return None
+    if parts.scheme == "http" and parts.hostname:
+        hint = (
+            " (--allow-loopback-http accepts http to 127.0.0.1/::1/localhost for simulators)"
+            if parts.hostname in LOOPBACK_HOSTS
+            else ""
+        )
+        return f"Katana delivers webhooks only to https URLs, not {url!r}{hint}"
+    return f"not an absolute https URL: {url!r}"
 
 
 def events_of(hook: Webhook) -> list[str]:
@@ -47,8 +70,13 @@ def mismatch(hook: Webhook) -> str | None:
 
 async def run_webhooks_cli(cfg: Config, args: argparse.Namespace) -> int:
     """Dispatch ``webhooks register --url URL``, ``webhooks list`` and ``webhooks delete ID``."""
-    from katsyncd.cli import EXIT_FAILURE
+    from katsyncd.cli import EXIT_CONFIG, EXIT_FAILURE
 
+    if args.webhooks_command == "register":
+        problem = url_problem(args.url, allow_loopback_http=args.allow_loopback_http)
+        if problem is not None:
+            print(f"katsyncd: webhooks register --url: {problem}", file=sys.stderr)
+            return EXIT_CONFIG
     console = Console(soft_wrap=True)  # a token or URL is never broken across lines
     headers = {"User-Agent": f"katsyncd/{__version__}"}
     async with aiohttp.ClientSession(headers=headers) as session:

@@ -82,3 +82,41 @@ async def test_run_refuses_without_webhook_token(
     path = write(tmp_path, text)
     assert await run_cli(["run", "--config", str(path)]) == 2
     assert "katana.webhook_token: required to run" in capsys.readouterr().err
+
+
+COMMANDS = [
+    ["run"],
+    ["demo"],
+    ["check-config"],
+    ["migrate"],
+    ["reconcile", "--store", "main"],
+    ["doctor", "--store", "main"],
+    ["webhooks", "register", "--url", "https://x.example/webhooks/katana"],
+    ["webhooks", "list"],
+    ["webhooks", "delete", "7"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
+def test_global_options_before_or_after_every_subcommand(command: list[str]) -> None:
+    from katsyncd.cli import _parser
+
+    opts = ["--config", "/tmp/k.toml", "--log-level", "debug"]
+    for argv in ([*opts, *command], [*command, *opts], [opts[0], opts[1], *command, *opts[2:]]):
+        args = _parser().parse_args(argv)
+        assert (args.config, args.log_level) == ("/tmp/k.toml", "debug"), argv
+    args = _parser().parse_args(command)
+    assert getattr(args, "config", None) is None and getattr(args, "log_level", None) is None
+
+
+async def test_log_level_option_overrides_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from katsyncd import logsetup
+
+    seen: list[str] = []
+    monkeypatch.setattr(logsetup, "configure", lambda level, fmt: seen.append(level))
+    path = write(tmp_path, GOOD.format(url="postgresql://h/db") + '[log]\nlevel = "error"\n')
+    assert await run_cli(["check-config", "--config", str(path), "--log-level", "debug"]) == 0
+    assert await run_cli(["--config", str(path), "check-config"]) == 0
+    assert seen == ["debug", "error"]

@@ -14,7 +14,8 @@ from tests.cli_helpers import run_cli
 from tests.harness import write_config
 
 API_KEY = "webhooks-test-key-0123456789"
-URL = "http://127.0.0.1:8080/webhooks/katana"  # the simulator accepts http to loopback
+URL = "https://katsyncd.example.com/webhooks/katana"  # the simulator stores any https URL
+LOOPBACK = "http://127.0.0.1:8080/webhooks/katana"
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -112,7 +113,51 @@ async def test_list_and_delete(
 async def test_katana_refusal_is_reported_without_secrets(
     katana: KatanaSim, config: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = await webhooks(config, capsys, "register", "--url", "http://example.com/x")
+    katana.fail_next(1, 422, path_prefix="/webhooks")
+    code, _, err = await webhooks(config, capsys, "register", "--url", URL)
     assert code == 1
     assert "Katana answered 422" in err
     assert katana.webhooks == {}
+
+
+@pytest.mark.parametrize(
+    "url", ["http://example.com/webhooks/katana", LOOPBACK, "example.com/webhooks/katana"]
+)
+async def test_register_refuses_a_non_https_url_before_asking_katana(
+    katana: KatanaSim, config: Path, capsys: pytest.CaptureFixture[str], url: str
+) -> None:
+    code, _, err = await webhooks(config, capsys, "register", "--url", url)
+    assert code == 2
+    assert "https" in err and url in err
+    assert katana.request_count() == 0 and katana.webhooks == {}
+
+
+async def test_loopback_http_needs_the_explicit_escape_hatch(
+    katana: KatanaSim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = await webhooks(config, capsys, "register", "--url", LOOPBACK)
+    assert code == 2 and "--allow-loopback-http" in err
+    code, _, _ = await webhooks(
+        config, capsys, "register", "--url", LOOPBACK, "--allow-loopback-http"
+    )
+    assert code == 0
+    assert [h.url for h in katana.webhooks.values()] == [LOOPBACK]
+    remote = "http://example.com/webhooks/katana"  # the hatch is for loopback only
+    code, _, _ = await webhooks(
+        config, capsys, "register", "--url", remote, "--allow-loopback-http"
+    )
+    assert code == 2
+
+
+async def test_global_options_after_nested_subcommands(
+    katana: KatanaSim, config: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The issue's example: ``webhooks register --url … --config FILE`` (and --log-level)."""
+    argv = ["webhooks", "register", "--url", URL, "--config", str(config), "--log-level", "error"]
+    assert await run_cli(argv) == 0
+    (hook,) = katana.webhooks.values()
+    assert await run_cli(["webhooks", "list", "--log-level", "debug", "--config", str(config)]) == 0
+    assert await run_cli(["webhooks", "delete", str(hook.id), "--config", str(config)]) == 0
+    assert katana.webhooks == {}
+    out, err = capsys.readouterr()
+    assert API_KEY not in out + err

@@ -352,6 +352,7 @@ class KatanaConfig(_Frozen):
     api_key_file: SecretFilePath | None = None
     webhook_token: Secret | None = None
     webhook_token_file: SecretFilePath | None = None
+    webhook_url: HttpUrl | None = None  # public URL of /webhooks/katana (`katsyncd doctor`)
     requests_per_minute: int = Field(
         default=DEFAULT_KATANA_REQUESTS_PER_MINUTE, ge=1, le=MAX_KATANA_REQUESTS_PER_MINUTE
     )

@@ -300,22 +300,27 @@ def webhook_check(url: str | None, hooks: Sequence[Mapping[str, Any]] | None, to
 
 
 def token_check(store: str, problems: Sequence[str]) -> Check:
+    """``problems`` from :func:`_bc_problem`: refusals (401/403) or other failures."""
     name, title = f"store.{store}.token", f"Store {store}: access token"
-    if problems:
-        return failed(
+    if not problems:
+        return passed(
             name,
             title,
-            "; ".join(problems),
+            "reads products, locations and inventory; write access (Inventory modify) cannot "
+            "be checked without writing",
+        )
+    if any("HTTP 401" in p or "HTTP 403" in p for p in problems):
+        fix = (
             f"put a valid token in [[stores]] access_token (store {store}): a BigCommerce "
             "API account with Products read-only, Information & settings (locations) "
-            "read-only and Inventory modify",
+            "read-only and Inventory modify"
         )
-    return passed(
-        name,
-        title,
-        "reads products, locations and inventory; write access (Inventory modify) cannot be "
-        "checked without writing",
-    )
+    else:
+        fix = (
+            f"check [[stores]] store_hash and api_base_url (store {store}) and that "
+            "BigCommerce is reachable from this host"
+        )
+    return failed(name, title, "; ".join(problems), fix)
 
 
 def bc_location_check(store: StoreConfig, locations: Sequence[Mapping[str, Any]] | None) -> Check:
@@ -599,7 +604,7 @@ async def _probe(katana: KatanaClient, ids: Sequence[int]) -> Probe:
         rows, _ = await katana.get_page("/inventory", params, priority=Priority.LIVE)
     except KatanaError as exc:
         return Probe(len(asked), error=f"HTTP {exc.status} {exc.body or exc}"[:200])
-    back = {lenient_int(r.get("variant_id")) for r in rows}
+    back = {lenient_int(r.get("variant_id")) for r in rows}  # rows are dicts (extract_rows)
     return Probe(len(asked), len(rows), len(back & asked), len(back - asked))
 
 

@@ -198,6 +198,10 @@ def wrong_store_token(d: dict[str, Any]) -> None:
     _store(d, "main")["access_token"] = "not-the-token"
 
 
+def wrong_store_hash(d: dict[str, Any]) -> None:
+    _store(d, "main")["store_hash"] = "nosuchstore"
+
+
 def missing_bc_location(d: dict[str, Any]) -> None:
     _store(d, "main")["location_id"] = 9
 
@@ -214,6 +218,7 @@ BROKEN = [
     (other_url, "katana.webhook", "no subscription for https://elsewhere.example.com"),
     (wrong_webhook_token, "katana.webhook", "differs from the subscription's token"),
     (wrong_store_token, "store.main.token", "BigCommerce refused the token (HTTP 401"),
+    (wrong_store_hash, "store.main.token", "check [[stores]] store_hash and api_base_url"),
     (missing_bc_location, "store.main.location", "location 9 does not exist"),
     (disabled_bc_location, "store.outlet.location", "location 2 (Shop) is disabled"),
 ]

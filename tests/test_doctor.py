@@ -376,3 +376,13 @@ async def test_store_token_without_a_scope(
     assert code == 1 and failing(marks) == {"store.main.token"}
     assert f"it needs the {scope} scope" in out
     assert_gets_only(world)
+
+
+async def test_katana_catalogue_unreadable(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    world.katana.fail_next(2, 500, path_prefix="/variants")  # doctor's client tries twice
+    code, marks, out = await doctor(world, tmp_path, capsys)
+    assert code == 1 and failing(marks) == {"katana.catalogue"}
+    assert marks["katana.bulk_filter"] == "-" and marks["store.main.skus"] == "-"
+    assert "could not read /variants" in out

@@ -64,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--events-per-second", type=float, default=5.0)
     demo.add_argument("--plain", action="store_true", help="plain lines instead of a live view")
+    demo.add_argument(
+        "--pessimistic",
+        action="store_true",
+        help="simulators play every loosely documented API behaviour the unhelpful way",
+    )
     command(sub, "check-config", "validate the config file and exit")
     command(sub, "migrate", "apply database migrations and exit")
     rec = command(sub, "reconcile", "full re-sync of the whole catalogue")

@@ -23,6 +23,7 @@ from rich.table import Table
 from katsyncd.config import build_config
 from katsyncd.daemon import Daemon
 from katsyncd.ingest import SUBSCRIBED_EVENTS
+from katsyncd.sim.quirks import optimistic, pessimistic
 from katsyncd.sim.world import World, free_port
 
 CONVERGE_TIMEOUT_SECONDS = 90.0
@@ -86,7 +87,8 @@ async def activity(world: World, rate: float, stop: asyncio.Event, counter: list
 async def run_demo(args: argparse.Namespace) -> int:
     state_dir = Path(args.state_dir or tempfile.mkdtemp(prefix="katsyncd-demo-"))
     console = Console()
-    world = await World.start(katana_rpm=60)
+    quirks = pessimistic() if getattr(args, "pessimistic", False) else optimistic()
+    world = await World.start(katana_rpm=60, quirks=quirks)
     world.katana.populate(args.products, locations=2, seed=7)
     build_world_stores(world, args.products)
     port = free_port()
@@ -107,6 +109,8 @@ async def run_demo(args: argparse.Namespace) -> int:
         f"{world.katana_url}; BigCommerce sim {world.bc_url}; daemon on "
         f"127.0.0.1:{port} (/status, /metrics). Ctrl-C stops."
     )
+    if quirks.pessimistic:
+        console.print(f"simulators play the pessimistic readings: {quirks}")
     daemon_task = asyncio.create_task(daemon.run(install_signals=False))
     act = asyncio.create_task(activity(world, args.events_per_second, stop, events))
     started = time.monotonic()

@@ -23,6 +23,7 @@ from aiohttp import web
 from katsyncd import __version__, sdnotify
 from katsyncd.bigcommerce import (
     LOCATIONS_PATH,
+    PRODUCTS_PATH,
     BcError,
     BcStoreError,
     BigCommerceClient,
@@ -324,11 +325,11 @@ class Daemon:
         try:
             locations = await rt.client.locations()
         except BcStoreError as exc:
-            rt.writer.set_error(exc.kind, exc.status, f"GET {LOCATIONS_PATH}: {exc}")
+            rt.writer.set_error(exc.kind, exc.status, str(exc), LOCATIONS_PATH)
             return
         except (BcError, aiohttp.ClientError, TimeoutError) as exc:
             if isinstance(exc, BcError) and exc.status == 404:
-                rt.writer.set_error("not_found", 404, f"GET {LOCATIONS_PATH}: {exc}")
+                rt.writer.set_error("not_found", 404, str(exc), LOCATIONS_PATH)
                 return
             log.warning(
                 "store_location_check_failed",
@@ -342,7 +343,7 @@ class Daemon:
             log.info("store_location_ok", store=name, location_id=location_id)
             rt.writer.clear_error("location")
         else:
-            rt.writer.set_error("location", None, problem)
+            rt.writer.set_error("location", None, problem, LOCATIONS_PATH)
 
     def _spawn(self, name: str, fn: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         assert self._tg is not None
@@ -719,7 +720,7 @@ class Daemon:
             rt.catalog_refreshed_at = time.monotonic()
         except Exception as exc:
             if isinstance(exc, BcStoreError):
-                rt.writer.set_error(exc.kind, exc.status, f"catalogue read: {exc}")
+                rt.writer.set_error(exc.kind, exc.status, str(exc), PRODUCTS_PATH)
             log.warning("catalog_refresh_failed", store=rt.config.name, error=str(exc))
             rt.catalog_refreshed_at = (
                 time.monotonic() - self.config.sync.catalog_refresh_seconds + 30
@@ -795,6 +796,7 @@ class Daemon:
         for name in diff.stores_removed:
             rt = self.stores.pop(name)
             rt.stop.set()
+            rt.writer.clear_error()
         for name in diff.stores_added:
             rt = self._make_store(new.store(name))
             self.stores[name] = rt
@@ -826,6 +828,7 @@ class Daemon:
         rt.config = sc
         if connection_changed:
             rt.stop.set()
+            rt.writer.clear_error()  # the new connection is checked afresh
             fresh = self._make_store(sc)
             self.stores[name] = fresh
             rt = fresh

@@ -24,6 +24,7 @@ import structlog
 
 from katsyncd.backoff import backoff_delay
 from katsyncd.bigcommerce import (
+    ABSOLUTE_PATH,
     STORE_ERROR_HINTS,
     BcError,
     BcStoreError,
@@ -51,17 +52,27 @@ class StoreErrorState:
     kind: StoreErrorKind
     status: int | None
     message: str
+    endpoint: str
     since: float  # unix time the state began
 
     @property
     def hint(self) -> str:
         return STORE_ERROR_HINTS[self.kind]
 
+    def same_as(self, other: StoreErrorState) -> bool:
+        return (self.kind, self.status, self.message, self.endpoint) == (
+            other.kind,
+            other.status,
+            other.message,
+            other.endpoint,
+        )
+
     def to_json(self) -> dict[str, object]:
         return {
             "kind": self.kind,
             "status": self.status,
             "message": self.message,
+            "endpoint": self.endpoint,
             "hint": self.hint,
             "since": datetime.fromtimestamp(self.since, UTC).isoformat(),
         }
@@ -142,12 +153,17 @@ class StoreWriter:
             except (TimeoutError, BcError, asyncpg.PostgresError, OSError) as exc:
                 failures += 1
                 self.last_error = str(exc)
-                if isinstance(exc, BcStoreError):
-                    self.set_error(exc.kind, exc.status, str(exc))
                 delay = backoff_delay(failures, base=1.0, cap=self._backoff_cap, rng=self._rng)
-                log.warning(
-                    "store_write_failed", store=self.name, error=str(exc), retry_in=round(delay, 2)
-                )
+                if isinstance(exc, BcStoreError):  # logged by set_error once per change
+                    self.set_error(exc.kind, exc.status, str(exc))
+                    log.debug("store_write_retry", store=self.name, retry_in=round(delay, 2))
+                else:
+                    log.warning(
+                        "store_write_failed",
+                        store=self.name,
+                        error=str(exc),
+                        retry_in=round(delay, 2),
+                    )
                 self.retry_now.clear()
                 await _wait_event(stop, self.retry_now, delay)
                 continue
@@ -191,17 +207,25 @@ class StoreWriter:
         )
         return len(to_write)
 
-    def set_error(self, kind: StoreErrorKind, status: int | None, message: str) -> None:
-        """Enter (or stay in) an error state; logged and counted once per change."""
+    def set_error(
+        self,
+        kind: StoreErrorKind,
+        status: int | None,
+        message: str,
+        endpoint: str = ABSOLUTE_PATH,
+    ) -> None:
+        """Enter (or stay in) an error state; logged once per change."""
         old = self.error_state
-        if old is not None and (old.kind, old.status, old.message) == (kind, status, message):
+        new = StoreErrorState(kind, status, message, endpoint, time.time())
+        if old is not None and old.same_as(new):
             return
-        self.error_state = StoreErrorState(kind, status, message, time.time())
+        self.error_state = new
         for k in STORE_ERROR_KINDS:
             self.metrics.store_error.labels(self.name, k).set(1 if k == kind else 0)
         log.error(
             "store_error",
             store=self.name,
+            endpoint=endpoint,
             kind=kind,
             status=status,
             error=message,

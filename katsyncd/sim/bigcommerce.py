@@ -9,8 +9,11 @@ resolves SKUs with plus the one write it makes::
 
 Shapes, limits, rate-limit headers and error bodies follow ``shared/docs/BIGCOMMERCE_API.md``
 and the official OpenAPI files. Each store has its own fixed-window quota, fault injection
-(5xx, 429 with or without headers, garbage bodies, rejected SKUs), latency, and accounting
-(request log, accepted adjustments, highest number of writes in flight).
+(5xx, 429 with or without headers, garbage bodies, rejected SKUs, a 4xx for every write via
+``answer_writes``, disabled or removed locations), latency, and accounting (request log,
+accepted adjustments, highest number of writes in flight). ``BigCommerceQuirks`` picks the
+reading of ``include_fields`` (keeps or drops embedded variants) and of write errors (name the
+items or carry only a title).
 
 Where BigCommerce's behaviour is undocumented the simulator picks the stricter reading and
 says so in a comment, so that a client passing against it is not relying on luck.

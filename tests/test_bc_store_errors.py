@@ -16,6 +16,7 @@ import pytest
 
 from katsyncd.bigcommerce import (
     ISOLATION_BUDGET,
+    BcRejected,
     BcStoreError,
     BigCommerceClient,
 )
@@ -113,9 +114,9 @@ async def test_sim_errors_name_items_only_in_the_optimistic_reading(
 ) -> None:
     items = seed(store, 3)
     store.reject_skus(["SKU-00001"])
-    with pytest.raises(Exception) as caught:
+    with pytest.raises(BcRejected) as caught:
         await client.set_absolute(items, reason="r")
-    title = getattr(caught.value, "title", "")
+    title = caught.value.title
     if sim.quirks.errors_name_items:
         assert title == f"Invalid items, identities: [product_id {items[1].item_key[2:]}]"
     else:
@@ -233,7 +234,7 @@ async def test_catalogue_index_is_the_same_in_both_include_fields_readings(
         store.add_product(f"Filler {n}", f"F-{n:04d}", tracking="variant", variant_skus=[f"FV{n}"])
     items = [i async for page in client.catalog_items() for i in page]
     by_sku = {i.sku: i for i in items}
-    variants = _variant_ids(store, shirt)
+    variants = [ident for s in ("S-S", "S-M") for _, ident in store.items_for_sku(s)]
     assert by_sku["SIMPLE"] == BcItem("SIMPLE", simple, None, "product")
     assert by_sku["MUG"] == BcItem("MUG", mug, None, "product")  # the product is the item
     assert "MUG-R" not in by_sku and "MUG-B" not in by_sku
@@ -250,10 +251,6 @@ async def test_catalogue_index_is_the_same_in_both_include_fields_readings(
         assert variant_reads == 0
     else:
         assert 1 <= variant_reads <= product_reads  # one per page of products
-
-
-def _variant_ids(store: SimStore, product_id: int) -> list[int]:
-    return [ident for s in ("S-S", "S-M") for kind, ident in store.items_for_sku(s)]
 
 
 # --------------------------------------------------------------------------- daemon
@@ -293,7 +290,8 @@ async def test_a_store_answering_403_shows_an_error_and_recovers_without_delayin
     good = world.add_store("good", skus)
     bad.sim.answer_writes(403)
     async with running_daemon(world, db_url) as d:
-        await eventually(lambda: good.sim.level(skus[-1]) == 40)
+        # all levels computed (both stores' in the same transactions) and written to "good"
+        await eventually(lambda: all(good.sim.level(s) == n + 1 for n, s in enumerate(skus)))
         await eventually(lambda: d.stores["bad"].writer.error_state is not None)
         _, body = await get_json(d, "/status")
         st = store_status(body, "bad")
@@ -329,11 +327,16 @@ async def test_location_check_at_start_and_on_reload(
         "shop", ["LOC-1"], settings={"location_id": configured}, locations=locations
     )
     async with running_daemon(world, db_url, config_path=tmp_path / "k.toml") as d:
-        await eventually(lambda: d.stores["shop"].writer.error_state is not None)
-        state = d.stores["shop"].writer.error_state
+        rt = d.stores["shop"]
+        await eventually(lambda: rt.writer.error_state is not None)
+        assert shop.sim.request_count("/inventory/locations") >= 1  # checked at start
+        # writes are still attempted (and classified "location" too): check the check itself
+        await d.check_location(rt)
+        state = rt.writer.error_state
         assert state is not None and state.kind == "location"
+        assert state.endpoint == "/v3/inventory/locations"
         expected = "is disabled" if problem == "disabled" else "does not exist"
-        assert expected in state.message
+        assert state.message == f"location {configured} {expected}"
         _, body = await get_json(d, "/status")
         assert store_status(body, "shop")["error"]["kind"] == "location"
         assert metric(d, "katsyncd_store_error", store="shop", kind="location") == 1

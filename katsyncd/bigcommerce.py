@@ -4,10 +4,13 @@ Every attempt first waits on the store's ``BcLimiter`` and feeds the response's 
 headers back to it. A 429 is handed to the limiter (which decides how long to wait) and retried;
 500/502/503/504, timeouts, connection errors and garbage bodies back off with full jitter and
 retry up to ``max_attempts``; 501/505 and other 5xx are final; 401/403 raise ``BcAuthError``; a
-422 (or 400/404/409/413 on a write) raises ``BcRejected``.
+422 raises ``BcRejected``; any other 4xx on a write (400, 404, 409, 413, ...) raises
+``BcStoreError``: the request or the store's configuration is wrong, not an item.
 
 ``write_isolating`` turns one rejected batch into "these items are bad, the rest are written":
-it drops the items the error message names, and bisects when the message names none.
+it drops the items a 422 names, and bisects when it names none, within ``ISOLATION_BUDGET``
+extra requests per batch (what is left stays unresolved, for the next push). A 422 saying the
+location is not found is a store error, never bisected.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ T = TypeVar("T")
 
 ABSOLUTE_PATH = "/v3/inventory/adjustments/absolute"
 PRODUCTS_PATH = "/v3/catalog/products"
+VARIANTS_PATH = "/v3/catalog/variants"
 LOCATIONS_PATH = "/v3/inventory/locations"
 ITEMS_PATH = "/v3/inventory/items"
 
@@ -43,15 +47,31 @@ PAGE_SIZE = 250
 IDS_PER_REQUEST = 250
 MAX_CONSECUTIVE_429 = 20
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
-WRITE_REJECT_STATUSES = frozenset({400, 404, 409, 413, 422})
+# Extra requests one batch (<= 2,000 items) may spend bisecting 422s that name no item. Two per
+# halving, and 2,000 items halve to one in 11 steps: every batch pins at least one item.
+ISOLATION_BUDGET = 32
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 TITLE_CHARS = 500
 # Product fields the SKU index needs (the id always comes back). The spec's include_fields
 # enum has no entries for embedded variants, so variants come back whole.
+# Whether naming fields drops the embedded variants is undocumented: when a product that needs
+# them comes back without them, they are read from /v3/catalog/variants (VARIANT_FIELDS).
 PRODUCT_FIELDS = "sku,inventory_tracking,base_variant_id"
+VARIANT_FIELDS = "sku,product_id"
 
-FailureReason = Literal["rate_limited", "server_error", "timeout", "rejected", "auth"]
+FailureReason = Literal[
+    "rate_limited", "server_error", "timeout", "rejected", "auth", "request", "location"
+]
+StoreErrorKind = Literal["auth", "not_found", "location", "request"]
+STORE_ERROR_HINTS: dict[StoreErrorKind, str] = {
+    "auth": "check the access token and its scopes (store_inventory modify)",
+    "not_found": "check store_hash and location_id",
+    "location": "check location_id: it must be an enabled location of the store "
+    "(GET /v3/inventory/locations)",
+    "request": "BigCommerce refused the whole request; see the title, check the store's "
+    "settings, and report it if it persists",
+}
 
 
 class BcError(Exception):
@@ -66,12 +86,38 @@ class BcError(Exception):
         self.store = store
 
 
-class BcAuthError(BcError):
-    """401/403: the access token is wrong, revoked, or lacks a scope. Never retried."""
+class BcStoreError(BcError):
+    """A store-wide failure no item is to blame for: token or scopes, store hash, location, or
+    the request as a whole. Never bisected; the writer keeps the batch and backs off."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: StoreErrorKind,
+        status: int | None = None,
+        title: str = "",
+        store: str = "",
+    ) -> None:
+        super().__init__(message, status=status, title=title, store=store)
+        self.kind: StoreErrorKind = kind
+
+    @property
+    def hint(self) -> str:
+        return STORE_ERROR_HINTS[self.kind]
+
+
+class BcAuthError(BcStoreError):
+    """401/403: the access token is wrong, revoked, or lacks a scope. Never retried at once."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, title: str = "", store: str = ""
+    ) -> None:
+        super().__init__(message, kind="auth", status=status, title=title, store=store)
 
 
 class BcRejected(BcError):
-    """BigCommerce refused the request's content (422, or 400/404/409/413 on a write).
+    """BigCommerce refused the request's content (422).
 
     ``bad_identities`` holds item keys ("v:106", "p:113") named by the title or errors;
     ``bad_locations`` the location ids of "Location not found, identities: [3,2]"; and
@@ -161,12 +207,38 @@ class BigCommerceClient:
     # -- reads ---------------------------------------------------------------------------------
 
     async def catalog_items(self) -> AsyncIterator[list[BcItem]]:
-        """Every product with its variants, flattened to SKU-carrying items, page by page."""
+        """Every product with its variants, flattened to SKU-carrying items, page by page.
+
+        Products whose variants matter (tracked by variant, or untracked) but came back
+        without them get them from ``/v3/catalog/variants``, one request per page of products.
+        """
         params = [("include", "variants"), ("include_fields", PRODUCT_FIELDS)]
         async for page in self._pages(PRODUCTS_PATH, params):
+            missing = [p["id"] for p in page if lacks_variants(p)]
+            if missing:
+                found = await self._variants_of(missing)
+                page = [
+                    {**p, "variants": found.get(p["id"], [])} if lacks_variants(p) else p
+                    for p in page
+                ]
             items = [item for product in page for item in flatten_product(product)]
             if items:
                 yield items
+
+    async def _variants_of(self, product_ids: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
+        """product id -> its variants (``id``, ``sku``, ``product_id``)."""
+        found: dict[int, list[dict[str, Any]]] = {}
+        for chunk in _chunks(sorted(set(product_ids)), IDS_PER_REQUEST):
+            params = [
+                ("product_id:in", ",".join(map(str, chunk))),
+                ("include_fields", VARIANT_FIELDS),
+            ]
+            async for rows in self._pages(VARIANTS_PATH, params):
+                for row in rows:
+                    product_id = row.get("product_id")
+                    if isinstance(product_id, int):
+                        found.setdefault(product_id, []).append(row)
+        return found
 
     async def locations(self) -> list[dict[str, Any]]:
         """Every inventory location of the store."""
@@ -236,15 +308,41 @@ class BigCommerceClient:
         return outcome
 
     async def _write_batch(
-        self, batch: Sequence[AbsoluteItem], reason: str, outcome: WriteOutcome
+        self,
+        batch: Sequence[AbsoluteItem],
+        reason: str,
+        outcome: WriteOutcome,
     ) -> None:
         pending: list[Sequence[AbsoluteItem]] = [batch]
+        budget = ISOLATION_BUDGET
         while pending:
             part = pending.pop()
             try:
                 outcome.transaction_ids.append(await self.set_absolute(part, reason=reason))
             except BcRejected as exc:
-                pending.extend(reversed(_isolate(part, exc, outcome)))
+                if is_location_error(exc, part):
+                    self._count_failure(True, "location")
+                    raise BcStoreError(
+                        str(exc),
+                        kind="location",
+                        status=exc.status,
+                        title=exc.title,
+                        store=self._store,
+                    ) from exc
+                parts = _isolate(part, exc, outcome)
+                if len(parts) > 1 and budget < len(parts):
+                    outcome.unresolved.extend(part)  # stays in the backlog for the next push
+                    log.warning(
+                        "bigcommerce_isolation_budget_spent",
+                        store=self._store,
+                        endpoint=ABSOLUTE_PATH,
+                        unresolved=len(part),
+                        title=exc.title,
+                    )
+                    continue
+                if len(parts) > 1:
+                    budget -= len(parts)
+                pending.extend(reversed(parts))
                 continue
             outcome.written.extend(part)
 
@@ -340,9 +438,13 @@ class BigCommerceClient:
         if status in (401, 403):
             self._count_failure(write, "auth")
             return BcAuthError(message, status=status, title=title, store=self._store)
-        if status == 422 or (write and status in WRITE_REJECT_STATUSES):
+        if status == 422:
             self._count_failure(write, "rejected")
             return BcRejected(message, status=status, title=title, store=self._store, errors=errors)
+        if write and 400 <= status < 500:
+            self._count_failure(write, "request")
+            kind: StoreErrorKind = "not_found" if status == 404 else "request"
+            return BcStoreError(message, kind=kind, status=status, title=title, store=self._store)
         if status >= 500:
             self._count_failure(write, "server_error")
         return BcError(message, status=status, title=title, store=self._store)
@@ -404,6 +506,35 @@ def _isolate(
         return []
     middle = len(part) // 2
     return [part[:middle], part[middle:]]
+
+
+def is_location_error(exc: BcRejected, part: Sequence[AbsoluteItem]) -> bool:
+    """A 422 "Location not found" that names no location, or every location of ``part``."""
+    if "location not found" not in exc.title.lower():
+        return False
+    return not exc.bad_locations or all(i.location_id in exc.bad_locations for i in part)
+
+
+def location_problem(locations: Iterable[Mapping[str, Any]], location_id: int) -> str | None:
+    """None when ``location_id`` is an enabled location in ``GET /v3/inventory/locations``
+    rows; otherwise what is wrong with it."""
+    for row in locations:
+        if row.get("id") == location_id:
+            if row.get("enabled") is False:
+                return f"location {location_id} is disabled"
+            return None
+    return f"location {location_id} does not exist"
+
+
+def lacks_variants(product: Mapping[str, Any]) -> bool:
+    """Whether a product needs its variants but came without them. Every product has at least
+    one variant (its base variant), so an empty list is as good as a missing one."""
+    if product.get("inventory_tracking") not in ("variant", "none"):
+        return False
+    if not isinstance(product.get("id"), int):
+        return False
+    variants = product.get("variants")
+    return not isinstance(variants, list) or not variants
 
 
 def _is_named(index: int, item: AbsoluteItem, exc: BcRejected) -> bool:

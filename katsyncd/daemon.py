@@ -21,7 +21,14 @@ import structlog
 from aiohttp import web
 
 from katsyncd import __version__, sdnotify
-from katsyncd.bigcommerce import BigCommerceClient
+from katsyncd.bigcommerce import (
+    LOCATIONS_PATH,
+    PRODUCTS_PATH,
+    BcError,
+    BcStoreError,
+    BigCommerceClient,
+    location_problem,
+)
 from katsyncd.catalog import refresh_catalog
 from katsyncd.config import (
     Config,
@@ -195,6 +202,7 @@ class Daemon:
             _ = self._spawn("reconcile", self._reconcile_loop)
             for rt in self.stores.values():
                 self._start_writer(rt)
+                self._spawn_location_check(rt)
             await self.stop_event.wait()
             for rt in self.stores.values():
                 rt.stop.set()
@@ -301,6 +309,41 @@ class Daemon:
         rt.stop = asyncio.Event()
         stop = rt.stop
         rt.task = self._spawn(f"writer:{rt.config.name}", lambda: rt.writer.run(stop))
+
+    def _spawn_location_check(self, rt: StoreRuntime) -> None:
+        if self._tg is not None:
+            _ = self._spawn(f"location-check:{rt.config.name}", lambda: self.check_location(rt))
+
+    async def check_location(self, rt: StoreRuntime) -> None:
+        """At start and on reload: is the store's ``location_id`` an enabled location?
+
+        Says so either way; a missing or disabled location puts the store in the ``location``
+        error state. Writes are still attempted (with backoff): they are classified the same
+        way, and the first one that succeeds clears the state.
+        """
+        name, location_id = rt.config.name, rt.config.location_id
+        try:
+            locations = await rt.client.locations()
+        except BcStoreError as exc:
+            rt.writer.set_error(exc.kind, exc.status, str(exc), LOCATIONS_PATH)
+            return
+        except (BcError, aiohttp.ClientError, TimeoutError) as exc:
+            if isinstance(exc, BcError) and exc.status == 404:
+                rt.writer.set_error("not_found", 404, str(exc), LOCATIONS_PATH)
+                return
+            log.warning(
+                "store_location_check_failed",
+                store=name,
+                endpoint=LOCATIONS_PATH,
+                error=str(exc) or type(exc).__name__,
+            )
+            return
+        problem = location_problem(locations, location_id)
+        if problem is None:
+            log.info("store_location_ok", store=name, location_id=location_id)
+            rt.writer.clear_error("location")
+        else:
+            rt.writer.set_error("location", None, problem, LOCATIONS_PATH)
 
     def _spawn(self, name: str, fn: Callable[[], Awaitable[None]]) -> asyncio.Task[None]:
         assert self._tg is not None
@@ -676,6 +719,8 @@ class Daemon:
             await refresh_catalog(rt.config.name, rt.client, self.db, self.mark_variants)
             rt.catalog_refreshed_at = time.monotonic()
         except Exception as exc:
+            if isinstance(exc, BcStoreError):
+                rt.writer.set_error(exc.kind, exc.status, str(exc), PRODUCTS_PATH)
             log.warning("catalog_refresh_failed", store=rt.config.name, error=str(exc))
             rt.catalog_refreshed_at = (
                 time.monotonic() - self.config.sync.catalog_refresh_seconds + 30
@@ -751,6 +796,7 @@ class Daemon:
         for name in diff.stores_removed:
             rt = self.stores.pop(name)
             rt.stop.set()
+            rt.writer.clear_error()
         for name in diff.stores_added:
             rt = self._make_store(new.store(name))
             self.stores[name] = rt
@@ -760,6 +806,9 @@ class Daemon:
             await self._reconfigure_store(name, new.store(name), old.store(name))
         for name in diff.stores_rules_changed:
             await self._recompute_store(name)
+        for rt in self.stores.values():  # a reload is how an operator says "fixed it"
+            self._spawn_location_check(rt)
+            rt.writer.retry_now.set()
         self._reconcile_switched_on(diff)
         log.info(
             "config_reloaded",
@@ -779,6 +828,7 @@ class Daemon:
         rt.config = sc
         if connection_changed:
             rt.stop.set()
+            rt.writer.clear_error()  # the new connection is checked afresh
             fresh = self._make_store(sc)
             self.stores[name] = fresh
             rt = fresh
@@ -815,6 +865,10 @@ class Daemon:
                     "failed_items": st.get("failed", 0),
                     "last_push": _iso(st.get("last_push")),
                     "last_error": rt.writer.last_error,
+                    "state": "ok" if rt.writer.error_state is None else "error",
+                    "error": (
+                        None if rt.writer.error_state is None else rt.writer.error_state.to_json()
+                    ),
                     "unmatched_skus_count": len(rt.unmatched),
                     "unmatched_skus": rt.unmatched[:100],
                     "untracked_skus": [

@@ -119,8 +119,15 @@ class Metrics:
         self.bc_write_failures = Counter(
             "katsyncd_bigcommerce_write_failures_total",
             "Failed write attempts, by store and reason "
-            "(rate_limited, server_error, timeout, rejected, auth)",
+            "(rate_limited, server_error, timeout, rejected, auth, request, location)",
             ["store", "reason"],
+            registry=r,
+        )
+        self.store_error = Gauge(
+            "katsyncd_store_error",
+            "1 while a store cannot be written for a store-wide reason, by store and kind "
+            "(auth, not_found, location, request); see /status for what to check",
+            ["store", "kind"],
             registry=r,
         )
         self.store_backlog = Gauge(

@@ -119,3 +119,6 @@ class WriteOutcome:
     written: list[AbsoluteItem] = field(default_factory=list)
     rejected: list[tuple[AbsoluteItem, str]] = field(default_factory=list)
     transaction_ids: list[str] = field(default_factory=list)
+    # Items of a 422 naming none that the isolation budget left unpinned: neither written nor
+    # rejected, they stay in the backlog for the next push.
+    unresolved: list[AbsoluteItem] = field(default_factory=list)

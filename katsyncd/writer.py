@@ -3,12 +3,16 @@
 One request in flight per store, batches of up to 2,000 items, the store's own limiter; a
 store that is slow, failing or rate-limited only delays itself. Dry-run stores record what
 they would write and never call BigCommerce (S1).
+
+A write answered with a store-wide error (401/403, 404, other 4xx but 422, a location that is
+missing or disabled) puts the store in an error state (``StoreErrorState``: what, since when,
+what to check) until the next successful write; the batch stays in the backlog and the writer
+retries with capped backoff.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -19,7 +23,14 @@ import asyncpg
 import structlog
 
 from katsyncd.backoff import backoff_delay
-from katsyncd.bigcommerce import BcError, BigCommerceClient
+from katsyncd.bigcommerce import (
+    ABSOLUTE_PATH,
+    STORE_ERROR_HINTS,
+    BcError,
+    BcStoreError,
+    BigCommerceClient,
+    StoreErrorKind,
+)
 from katsyncd.db import Conn, Database, Q
 from katsyncd.engine import StoreView
 from katsyncd.metrics import Metrics
@@ -31,6 +42,40 @@ MAX_BATCH_ITEMS = 2000  # BigCommerce's limit for one absolute adjustment
 IDLE_CHECK_SECONDS = 1.0  # backlog re-check even without a wake-up (held increases age)
 
 MarkFn = Callable[[Collection[int], str], Awaitable[None]]
+STORE_ERROR_KINDS: tuple[StoreErrorKind, ...] = ("auth", "not_found", "location", "request")
+
+
+@dataclass(frozen=True, slots=True)
+class StoreErrorState:
+    """Why a store cannot be written to right now, for ``/status``."""
+
+    kind: StoreErrorKind
+    status: int | None
+    message: str
+    endpoint: str
+    since: float  # unix time the state began
+
+    @property
+    def hint(self) -> str:
+        return STORE_ERROR_HINTS[self.kind]
+
+    def same_as(self, other: StoreErrorState) -> bool:
+        return (self.kind, self.status, self.message, self.endpoint) == (
+            other.kind,
+            other.status,
+            other.message,
+            other.endpoint,
+        )
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "status": self.status,
+            "message": self.message,
+            "endpoint": self.endpoint,
+            "hint": self.hint,
+            "since": datetime.fromtimestamp(self.since, UTC).isoformat(),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +135,8 @@ class StoreWriter:
         self._rng = rng or random.Random()
         self.last_push_at: float | None = None
         self.last_error: str | None = None
+        self.error_state: StoreErrorState | None = None
+        self.retry_now = asyncio.Event()  # cuts an error backoff short (set on reload)
         self.requests = 0
 
     @property
@@ -107,10 +154,18 @@ class StoreWriter:
                 failures += 1
                 self.last_error = str(exc)
                 delay = backoff_delay(failures, base=1.0, cap=self._backoff_cap, rng=self._rng)
-                log.warning(
-                    "store_write_failed", store=self.name, error=str(exc), retry_in=round(delay, 2)
-                )
-                await _wait(stop, delay)
+                if isinstance(exc, BcStoreError):  # logged by set_error once per change
+                    self.set_error(exc.kind, exc.status, str(exc))
+                    log.debug("store_write_retry", store=self.name, retry_in=round(delay, 2))
+                else:
+                    log.warning(
+                        "store_write_failed",
+                        store=self.name,
+                        error=str(exc),
+                        retry_in=round(delay, 2),
+                    )
+                self.retry_now.clear()
+                await _wait_event(stop, self.retry_now, delay)
                 continue
             if not did:
                 self.view.wake.clear()
@@ -140,6 +195,8 @@ class StoreWriter:
         await self._record(to_write, outcome)
         self.last_push_at = time.time()
         self.last_error = None
+        if outcome.transaction_ids:
+            self.clear_error()
         log.info(
             "store_pushed",
             store=self.name,
@@ -149,6 +206,40 @@ class StoreWriter:
             seconds=round(time.monotonic() - started, 3),
         )
         return len(to_write)
+
+    def set_error(
+        self,
+        kind: StoreErrorKind,
+        status: int | None,
+        message: str,
+        endpoint: str = ABSOLUTE_PATH,
+    ) -> None:
+        """Enter (or stay in) an error state; logged once per change."""
+        old = self.error_state
+        new = StoreErrorState(kind, status, message, endpoint, time.time())
+        if old is not None and old.same_as(new):
+            return
+        self.error_state = new
+        for k in STORE_ERROR_KINDS:
+            self.metrics.store_error.labels(self.name, k).set(1 if k == kind else 0)
+        log.error(
+            "store_error",
+            store=self.name,
+            endpoint=endpoint,
+            kind=kind,
+            status=status,
+            error=message,
+            hint=STORE_ERROR_HINTS[kind],
+        )
+
+    def clear_error(self, kind: StoreErrorKind | None = None) -> None:
+        """Leave the error state (only if it is of ``kind``, when given)."""
+        old = self.error_state
+        if old is None or (kind is not None and old.kind != kind):
+            return
+        self.error_state = None
+        self.metrics.store_error.labels(self.name, old.kind).set(0)
+        log.info("store_error_cleared", store=self.name, kind=old.kind)
 
     async def _apply_guard(self, rows: Sequence[asyncpg.Record]) -> Sequence[asyncpg.Record]:
         delay = self._guard()
@@ -263,11 +354,6 @@ async def _log_pushes(
 def _reason(rows: Sequence[asyncpg.Record]) -> str:
     reasons = sorted({r["reason"] for r in rows})
     return ",".join(reasons[:5]) + ("…" if len(reasons) > 5 else "")
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def _wait_event(stop: asyncio.Event, event: asyncio.Event, seconds: float) -> None:

@@ -22,9 +22,11 @@ from yarl import URL
 from katsyncd import __version__
 from katsyncd.bigcommerce import (
     ABSOLUTE_PATH,
+    ISOLATION_BUDGET,
     BcAuthError,
     BcError,
     BcRejected,
+    BcStoreError,
     BigCommerceClient,
     flatten_product,
 )
@@ -491,21 +493,65 @@ async def test_auth_failures_are_never_retried(
     assert failures(metrics, "auth") == 1
 
 
-@pytest.mark.parametrize("status", [400, 404, 409, 413, 422])
-async def test_content_errors_on_a_write_are_rejections(
-    client: BigCommerceClient, metrics: Metrics, mocked: HttpMock, status: int
+async def test_a_422_on_a_write_is_a_rejection(
+    client: BigCommerceClient, metrics: Metrics, mocked: HttpMock
 ) -> None:
-    mocked.put(ABSOLUTE, status=status, payload=problem("Nope", status=status))
+    mocked.put(ABSOLUTE, status=422, payload=problem("Nope", status=422))
     with pytest.raises(BcRejected) as caught:
         await client.set_absolute([item(1)], reason="r")
-    assert caught.value.status == status and caught.value.title == "Nope"
+    assert caught.value.status == 422 and caught.value.title == "Nope"
     assert len(mocked.sent()) == 1
-    assert (
-        sample(
-            metrics, "katsyncd_bigcommerce_write_failures_total", store="main", reason="rejected"
-        )
-        == 1
-    )
+    assert failures(metrics, "rejected") == 1
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"), [(400, "request"), (404, "not_found"), (409, "request"), (413, "request")]
+)
+async def test_other_4xx_on_a_write_are_store_errors_not_rejections(
+    client: BigCommerceClient, metrics: Metrics, mocked: HttpMock, status: int, kind: str
+) -> None:
+    mocked.put(ABSOLUTE, status=status, payload=problem("Nope", status=status), repeat=True)
+    with pytest.raises(BcStoreError) as caught:
+        await client.write_isolating([item(n) for n in range(2000)], reason="r")
+    assert not isinstance(caught.value, BcRejected)
+    assert caught.value.status == status and caught.value.title == "Nope"
+    assert caught.value.kind == kind and caught.value.hint
+    assert len(mocked.sent()) == 1  # no bisection, no retry
+    assert failures(metrics, "request") == 1 and failures(metrics, "rejected") == 0
+
+
+@pytest.mark.parametrize("title", ["Location not found", "Location not found, identities: [1]"])
+async def test_a_location_not_found_for_the_whole_batch_is_a_store_error(
+    client: BigCommerceClient, metrics: Metrics, mocked: HttpMock, title: str
+) -> None:
+    mocked.put(ABSOLUTE, status=422, payload=problem(title), repeat=True)
+    with pytest.raises(BcStoreError) as caught:
+        await client.write_isolating([item(n) for n in range(2000)], reason="r")
+    assert caught.value.kind == "location"
+    assert len(mocked.sent()) == 1
+    assert failures(metrics, "location") == 1
+
+
+async def test_isolating_anonymous_422s_is_bounded_and_always_makes_progress(
+    client: BigCommerceClient, mocked: HttpMock
+) -> None:
+    bad = {f"v:{n}" for n in range(0, 2000, 50)}  # 40 bad items, 422s name none
+    store = FakeStore(bad)
+    mocked.put(ABSOLUTE, callback=store, repeat=True)
+    left = [item(n) for n in range(2000)]
+    rejected: set[str] = set()
+    pushes = 0
+    while left:
+        before = len(store.batches)
+        outcome = await client.write_isolating(left, reason="r")
+        pushes += 1
+        assert len(store.batches) - before <= 1 + ISOLATION_BUDGET
+        assert len(outcome.unresolved) < len(left)  # every push pins or writes something
+        assert not {i.item_key for i in outcome.written} & bad
+        rejected |= {i.item_key for i, _ in outcome.rejected}
+        left = outcome.unresolved
+    assert rejected == bad
+    assert pushes > 1  # the budget did cut the first push short
 
 
 async def test_a_404_on_a_read_is_a_plain_error(

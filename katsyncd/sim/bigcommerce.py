@@ -9,8 +9,11 @@ resolves SKUs with plus the one write it makes::
 
 Shapes, limits, rate-limit headers and error bodies follow ``shared/docs/BIGCOMMERCE_API.md``
 and the official OpenAPI files. Each store has its own fixed-window quota, fault injection
-(5xx, 429 with or without headers, garbage bodies, rejected SKUs), latency, and accounting
-(request log, accepted adjustments, highest number of writes in flight).
+(5xx, 429 with or without headers, garbage bodies, rejected SKUs, a 4xx for every write via
+``answer_writes``, disabled or removed locations), latency, and accounting (request log,
+accepted adjustments, highest number of writes in flight). ``BigCommerceQuirks`` picks the
+reading of ``include_fields`` (keeps or drops embedded variants) and of write errors (name the
+items or carry only a title).
 
 Where BigCommerce's behaviour is undocumented the simulator picks the stricter reading and
 says so in a comment, so that a client passing against it is not relying on luck.
@@ -65,6 +68,16 @@ FIRST_VARIANT_ID: Final = 10_000  # distinct ranges make a product id sent as va
 FIRST_SKU_ID: Final = 50_000
 
 _T = TypeVar("_T")
+
+# Titles BigCommerce answers these statuses with on a write (``answer_writes``).
+WRITE_ERROR_TITLES: Final = {
+    400: "Bad Request: the request body could not be read",
+    401: "Unauthorized",
+    403: "You don't have a required scope to access the endpoint",
+    404: "Not Found",
+    409: "Conflict: the request conflicts with the current state of the store",
+    413: f"The maximum items allowed in the array is {MAX_ADJUSTMENT_ITEMS}",
+}
 
 
 # --------------------------------------------------------------------------- records
@@ -607,8 +620,10 @@ class SimStore:
         window_ms: int = DEFAULT_WINDOW_MS,
         locations: Sequence[tuple[int, str, str, bool]] = ((1, "DEFAULT", "Default", True),),
         clock: Callable[[], float] = time.monotonic,
+        quirks: Callable[[], BigCommerceQuirks] = BigCommerceQuirks,
     ) -> None:
         self.store_hash = store_hash
+        self.quirks = quirks  # the simulator's current quirks (tests may swap them)
         self.access_token = access_token
         self.quota = quota
         self.window_ms = window_ms
@@ -632,6 +647,7 @@ class SimStore:
         self._window = _Window()
         self._faults: list[_Fault] = []
         self._rejected_skus: frozenset[str] = frozenset()
+        self._write_status: int | None = None
         self._writes_in_flight = 0
 
     # ---- catalogue editing
@@ -760,6 +776,24 @@ class SimStore:
         """
         self._rejected_skus = frozenset(skus)
 
+    def answer_writes(self, status: int | None) -> None:
+        """Answer every stock write with ``status`` (a 4xx such as 400, 401, 403, 404, 409,
+        413) and BigCommerce's title for it, until called with None. Reads are unaffected, as
+        with a token that lacks only the ``store_inventory`` modify scope."""
+        if status is not None and not 400 <= status < 500:
+            raise ValueError(f"answer_writes takes a 4xx status, not {status}")
+        self._write_status = status
+
+    def set_location_enabled(self, location_id: int, enabled: bool) -> None:
+        """Enable or disable a location, as a merchant would in the control panel."""
+        location = self._locations.get(location_id) or _missing("location", location_id)
+        location.enabled = enabled
+
+    def remove_location(self, location_id: int) -> None:
+        """Delete a location (and with it the stock levels kept there)."""
+        if self._locations.pop(location_id, None) is None:
+            _missing("location", location_id)
+
     # ---- accounting
 
     def request_count(self, path_prefix: str = "", method: str | None = None) -> int:
@@ -885,6 +919,10 @@ class SimStore:
         fault = self._take_fault(call.path)
         if fault is not None:
             return self._fault_response(fault, ctype, headers)
+        if self._write_status is not None and call.path.startswith(ADJUSTMENTS_PREFIX):
+            status = self._write_status
+            body = problem(status, WRITE_ERROR_TITLES.get(status, "Client error"))
+            return _json_response(body, status, content_type=ctype, headers=headers)
         return self._dispatch(call, ctype, headers)
 
     def _take_quota(self) -> dict[str, str] | None:
@@ -988,7 +1026,11 @@ def _get_products(store: SimStore, call: _Call) -> dict[str, Any]:
     if include & {"options", "modifiers"}:
         limit = min(limit, SUBRESOURCE_PAGE_LIMIT)
     rows = _select_products(store, call)
+    # The spec's include_fields enum has no ``variants``: whether naming other fields keeps the
+    # embedded variants is undocumented, so the simulator plays both readings.
     keep = ["variants"] if "variants" in include else []
+    if call.param("include_fields") and not store.quirks().include_fields_keeps_variants:
+        keep = []
 
     def render(product: _Product) -> dict[str, Any]:
         return _project(_product_json(product, "variants" in include), call, keep)
@@ -1098,7 +1140,7 @@ def _get_locations(store: SimStore, call: _Call) -> dict[str, Any]:
 
 def _put_absolute_adjustment(store: SimStore, call: _Call) -> dict[str, Any]:
     """``PUT /inventory/adjustments/absolute``: all items are applied, or none (422)."""
-    items = _adjustment_items(call.json)
+    items = _adjustment_items(call.json, named=store.quirks().errors_name_items)
     plan = _plan_adjustment(store, items)
     now = _now()
     for item, location_id, quantity in plan:
@@ -1112,7 +1154,7 @@ def _put_absolute_adjustment(store: SimStore, call: _Call) -> dict[str, Any]:
 _IDENTITY_KEYS: Final = ("sku", "variant_id", "product_id")
 
 
-def _adjustment_items(body: Any) -> list[dict[str, Any]]:
+def _adjustment_items(body: Any, *, named: bool = True) -> list[dict[str, Any]]:
     """Structural checks of an adjustment body; 413 above 2,000 items, 422 otherwise."""
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise _ApiError(422, "Payload contains invalid fields", {"items": "items must be an array"})
@@ -1127,7 +1169,7 @@ def _adjustment_items(body: Any) -> list[dict[str, Any]]:
     for pos, item in enumerate(items):
         errors.update(_item_errors(pos, item))
     if errors:
-        raise _ApiError(422, "Payload contains invalid fields", errors)
+        raise _ApiError(422, "Payload contains invalid fields", errors if named else None)
     return items
 
 
@@ -1162,14 +1204,28 @@ class _AdjustmentProblems:
     tracking: list[str] = field(default_factory=list)
     invalid: list[str] = field(default_factory=list)
 
-    def raise_if_any(self) -> None:
+    def raise_if_any(self, *, named: bool = True) -> None:
+        """``named=False`` (quirk ``errors_name_items``): the title says what is wrong but not
+        with which items or locations."""
         if self.locations:
             ids = ",".join(str(i) for i in dict.fromkeys(self.locations))
-            raise _ApiError(422, f"Location not found, identities: [{ids}]")
+            raise _ApiError(
+                422, f"Location not found, identities: [{ids}]" if named else "Location not found"
+            )
         if self.tracking:
-            raise _ApiError(422, "[" + ", ".join(self.tracking) + "]")
+            raise _ApiError(
+                422,
+                "[" + ", ".join(self.tracking) + "]"
+                if named
+                else "Items are tracked differently than addressed",
+            )
         if self.invalid:
-            raise _ApiError(422, "Invalid items, identities: [" + ", ".join(self.invalid) + "]")
+            raise _ApiError(
+                422,
+                "Invalid items, identities: [" + ", ".join(self.invalid) + "]"
+                if named
+                else "Invalid items",
+            )
 
 
 def _plan_adjustment(store: SimStore, items: list[dict[str, Any]]) -> list[tuple[_Item, int, int]]:
@@ -1183,7 +1239,7 @@ def _plan_adjustment(store: SimStore, items: list[dict[str, Any]]) -> list[tuple
         target = _resolve_identity(store, raw, problems)
         if target is not None:
             plan.append((target, raw["location_id"], raw["quantity"]))
-    problems.raise_if_any()
+    problems.raise_if_any(named=store.quirks().errors_name_items)
     return plan
 
 
@@ -1323,6 +1379,7 @@ class BigCommerceSim:
             window_ms=window_ms,
             locations=locations,
             clock=self._clock,
+            quirks=lambda: self.quirks,
         )
         self._stores[store_hash] = store
         return store

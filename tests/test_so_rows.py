@@ -9,6 +9,7 @@ import math
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from katsyncd.daemon import Daemon
@@ -171,3 +172,30 @@ async def test_bootstrap_reads_historical_rows_once(db_url: str) -> None:
             assert since > started - timedelta(minutes=30)  # the history is an hour old
     finally:
         await world.stop()
+
+
+async def test_mirror_from_before_the_row_poll_is_replaced_once(world: World, db_url: str) -> None:
+    """A mirror that exists (an order watermark) but was never followed by the row poll (an
+    upgrade) may have missed any row edit: it is replaced from the open orders once."""
+    _, _, (first, _, _) = catalogue(world)
+    async with running_daemon(world, db_url) as d:
+        await converge(world)
+        await eventually(lambda: polls(d, "sales_order_rows") >= 1)
+    conn = await asyncpg.connect(db_url)
+    try:
+        await conn.execute("DELETE FROM poll_watermark WHERE kind = 'sales_order_rows'")
+        await conn.execute("UPDATE katana_so_row SET quantity = 99 WHERE row_id = $1", first)
+    finally:
+        await conn.close()
+    before = len(world.katana.request_log)
+    async with running_daemon(world, db_url, subscribe=False) as d:
+        await eventually(lambda: polls(d, "sales_order_rows") >= 1)
+        rows = await d.db.pool.fetch("SELECT row_id, quantity FROM katana_so_row ORDER BY row_id")
+        assert [r["quantity"] for r in rows] == [3, 4, 5]
+        await converge(world)
+    sweeps = [
+        r
+        for r in world.katana.request_log[before:]
+        if r.path == "/sales_orders" and any(key == "status" for key, _ in r.query)
+    ]
+    assert len(sweeps) == len(OPEN_SO_STATUSES)  # once, not per poll

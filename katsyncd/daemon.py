@@ -250,7 +250,12 @@ class Daemon:
         )
         self.engine = Engine(self.db, self.katana, self.metrics, stores=self._store_views)
         self.poller = Poller(
-            self.db, self.katana, self.engine, self.metrics, mark=self.mark_variants
+            self.db,
+            self.katana,
+            self.engine,
+            self.metrics,
+            mark=self.mark_variants,
+            mark_orders=self.mark_sales_orders,
         )
         for sc in self.config.stores:
             self.stores[sc.name] = self._make_store(sc)
@@ -415,6 +420,14 @@ class Daemon:
             await self.db.pool.execute(Q["mark_variants"], chunk, [reason] * len(chunk))
         self.metrics.debounce_marks.inc(len(ids))
         self.variants.mark(ids, settled=True)  # from a read of Katana: no quiet time needed
+
+    async def mark_sales_orders(self, ids: Collection[int], reason: str) -> None:
+        """Durably mark sales orders for resolution (a row poll met an order not mirrored)."""
+        ids = sorted(set(ids))
+        if not ids:
+            return
+        await self.db.pool.execute(Q["mark_sales_orders"], ids, [reason] * len(ids))
+        self.orders.mark(ids, settled=True)
 
     async def _load_durable_marks(self) -> None:
         now = self.variants._clock()

@@ -170,6 +170,27 @@ class Engine:
         touched.update(r.variant_id for o in changed for r in o.rows)
         return touched
 
+    async def replace_sales_orders(self, orders: Collection[SalesOrder]) -> set[int]:
+        """Make the sales-order mirror exactly ``orders`` (a full re-read of the open orders),
+        in one transaction; returns the variants whose committed sums changed."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            before = await self._commit_sums(conn)
+            await conn.execute(Q["delete_all_sales_orders"])  # rows go with them (cascade)
+            if orders:
+                await self._insert_orders(conn, orders)
+            after = await self._commit_sums(conn)
+        return {v for v in before.keys() | after.keys() if before.get(v) != after.get(v)}
+
+    @staticmethod
+    async def _commit_sums(conn: Conn) -> dict[int, set[tuple[Any, ...]]]:
+        """Per variant: (location, status, from channel, summed quantity) of live orders."""
+        out: dict[int, set[tuple[Any, ...]]] = defaultdict(set)
+        for r in await conn.fetch(Q["commit_sums"]):
+            out[r["variant_id"]].add(
+                (r["location_id"], r["status"], r["from_channel"], r["quantity"])
+            )
+        return out
+
     @staticmethod
     async def _mirrored_orders(conn: Conn, so_ids: list[int]) -> dict[int, OrderSignature]:
         rows: dict[int, list[tuple[int, int, int | None, Decimal]]] = defaultdict(list)

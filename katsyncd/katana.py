@@ -36,6 +36,7 @@ from katsyncd.models import (
     Priority,
     SalesOrder,
     SalesOrderRow,
+    SalesOrderRowChange,
 )
 from katsyncd.ratelimit import KatanaLimiter
 
@@ -257,16 +258,39 @@ class KatanaClient:
         status: str | None = None,
         include_deleted: bool = True,
         priority: Priority = Priority.POLL,
+        on_page: PageHook | None = None,
     ) -> AsyncIterator[list[SalesOrder]]:
-        """Sales orders with their rows, by ids (chunked, repeated ``ids=``), date and status."""
+        """Sales orders with their rows, by ids (chunked, repeated ``ids=``), date and status.
+        ``on_page`` is called after every request (empty pages too), as in ``pages``."""
         params = [("include_deleted", _bool_param(include_deleted))]
         if updated_at_min is not None:
             params.append(("updated_at_min", format_datetime(updated_at_min)))
         if status is not None:
             params.append(("status", status))
         for id_params in _id_filters(ids):
-            async for page in self.pages("/sales_orders", [*params, *id_params], priority=priority):
+            async for page in self.pages(
+                "/sales_orders", [*params, *id_params], priority=priority, on_page=on_page
+            ):
                 yield _parse_rows(page, parse_sales_order, "/sales_orders")
+
+    async def sales_order_rows(
+        self,
+        *,
+        updated_at_min: datetime,
+        include_deleted: bool = True,
+        priority: Priority = Priority.POLL,
+        on_page: PageHook | None = None,
+    ) -> AsyncIterator[list[SalesOrderRowChange]]:
+        """Sales-order rows updated since ``updated_at_min`` (soft-deleted ones too: nested rows
+        never show deletions), page by page; ``on_page`` as in ``pages``."""
+        params = [
+            ("include_deleted", _bool_param(include_deleted)),
+            ("updated_at_min", format_datetime(updated_at_min)),
+        ]
+        async for page in self.pages(
+            "/sales_order_rows", params, priority=priority, on_page=on_page
+        ):
+            yield _parse_rows(page, parse_sales_order_row_change, "/sales_order_rows")
 
     async def inventory_movements(
         self, *, updated_at_min: datetime, priority: Priority = Priority.POLL
@@ -643,6 +667,19 @@ def parse_sales_order_row(row: Mapping[str, Any]) -> SalesOrderRow:
         variant_id=int(row["variant_id"]),
         quantity=parse_decimal(row.get("quantity")),
         location_id=_optional_int(row.get("location_id")),
+    )
+
+
+def parse_sales_order_row_change(row: Mapping[str, Any]) -> SalesOrderRowChange:
+    """One ``/sales_order_rows`` row (its order id, update and soft-delete times included)."""
+    return SalesOrderRowChange(
+        id=int(row["id"]),
+        sales_order_id=int(row["sales_order_id"]),
+        variant_id=int(row["variant_id"]),
+        quantity=parse_decimal(row.get("quantity")),
+        location_id=_optional_int(row.get("location_id")),
+        updated_at=parse_datetime(row["updated_at"]),
+        deleted_at=parse_optional_datetime(row.get("deleted_at")),
     )
 
 

@@ -67,6 +67,20 @@ class SalesOrder:
 
 
 @dataclass(frozen=True, slots=True)
+class SalesOrderRowChange:
+    """One row of ``GET /sales_order_rows`` (with its order id and soft-delete time): what the
+    incremental row poll reads, since row edits need not bump the order's ``updated_at``."""
+
+    id: int
+    sales_order_id: int
+    variant_id: int
+    quantity: Decimal
+    location_id: int | None  # None: the order's location
+    updated_at: datetime
+    deleted_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
 class Movement:
     id: int
     variant_id: int

@@ -1,5 +1,5 @@
-"""Incremental Katana polls (variants, sales orders, inventory movements) and the sales-order
-resolver that turns sales-order webhooks into stale variants.
+"""Incremental Katana polls (variants, sales orders, sales-order rows, inventory movements) and
+the sales-order resolver that turns sales-order webhooks into stale variants.
 
 Webhooks are hints; polls are the safety net for what sends no webhook (stock adjustments,
 transfers) and for deliveries Katana gave up on. Each poll resumes from a watermark in
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import structlog
@@ -18,7 +19,14 @@ from katsyncd.db import Database, Q
 from katsyncd.engine import Engine
 from katsyncd.katana import KatanaClient
 from katsyncd.metrics import Metrics
-from katsyncd.models import OPEN_SO_STATUSES, KatanaVariant, Movement, Priority, SalesOrder
+from katsyncd.models import (
+    OPEN_SO_STATUSES,
+    KatanaVariant,
+    Movement,
+    Priority,
+    SalesOrder,
+    SalesOrderRowChange,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -26,12 +34,23 @@ WATERMARK_OVERLAP = timedelta(seconds=5)  # re-read a little: same-millisecond u
 BOOTSTRAP_SKEW = timedelta(minutes=5)  # first watermark is this far before our clock
 CLOCK_SKEW_MARGIN = timedelta(seconds=2)  # between Katana's clock and ours
 MIN_TRIGGERED_POLL_SPACING_SECONDS = 10.0  # webhook-triggered polls coalesce to at most this
-POLL_KINDS = ("variants", "sales_orders", "movements", "variant_sweep")
+# sales_order_rows runs after sales_orders: a new order is mirrored before its rows are seen.
+POLL_KINDS = ("variants", "sales_orders", "sales_order_rows", "movements", "variant_sweep")
 # A full variant sweep finds archived variants (they vanish without a deleted_at); it costs
 # ceil(variants / 250) requests, so webhook hints may trigger it at most this often.
 MIN_SWEEP_SPACING_SECONDS = 300.0
 
 MarkFn = Callable[[Collection[int], str], Awaitable[None]]
+PageCounter = Callable[[int, int | None], None]
+
+
+@dataclass
+class MirrorReplace:
+    """What one full re-read of the open sales orders cost and changed."""
+
+    orders: int = 0
+    requests: int = 0
+    marked: int = 0
 
 
 class Poller:
@@ -43,12 +62,18 @@ class Poller:
         metrics: Metrics,
         *,
         mark: MarkFn,
+        mark_orders: MarkFn | None = None,
     ) -> None:
         self.db = db
         self.katana = katana
         self.engine = engine
         self.metrics = metrics
         self._mark = mark
+        self._mark_orders = mark_orders
+        # Reads of orders or rows and their writes to the mirror happen under this lock, so a
+        # write never replaces what a later read already wrote.
+        self._orders_lock = asyncio.Lock()
+        self._orders_bootstrapped = False  # this process mirrored every open order itself
         self._seen_movements: dict[int, datetime] = {}
         self.last_poll: dict[str, float] = {}
 
@@ -65,6 +90,7 @@ class Poller:
         fn = {
             "variants": self.poll_variants,
             "sales_orders": self.poll_sales_orders,
+            "sales_order_rows": self.poll_sales_order_rows,
             "movements": self.poll_movements,
             "variant_sweep": self.sweep_variants,
         }[kind]
@@ -145,18 +171,26 @@ class Poller:
     async def poll_sales_orders(self) -> int:
         since = await self.watermark("sales_orders")
         start = datetime.now(UTC)
-        if since is None:
-            newest = await self._bootstrap_sales_orders()
-            await self._set_watermark("sales_orders", newest or start - BOOTSTRAP_SKEW)
-            return 0
-        marked, newest = 0, since
+        async with self._orders_lock:
+            if since is None:
+                newest = await self._bootstrap_sales_orders()
+                self._orders_bootstrapped = True
+                await self._set_watermark("sales_orders", newest or start - BOOTSTRAP_SKEW)
+                return 0
+            marked, newest = await self._orders_since(since - WATERMARK_OVERLAP, Priority.POLL)
+        await self._set_watermark("sales_orders", max(newest or since, since))
+        return marked
+
+    async def _orders_since(
+        self, since: datetime, priority: Priority, on_page: PageCounter | None = None
+    ) -> tuple[int, datetime | None]:
+        marked, newest = 0, None
         async for page in self.katana.sales_orders(
-            updated_at_min=since - WATERMARK_OVERLAP, include_deleted=True, priority=Priority.POLL
+            updated_at_min=since, include_deleted=True, priority=priority, on_page=on_page
         ):
             marked += await self._apply_orders(page)
-            newest = max([newest, *(o.updated_at for o in page)])
-        await self._set_watermark("sales_orders", newest)
-        return marked
+            newest = max([newest or page[0].updated_at, *(o.updated_at for o in page)])
+        return marked, newest
 
     async def _bootstrap_sales_orders(self) -> datetime | None:
         """First start: mirror every open order (one filtered sweep per open status)."""
@@ -173,6 +207,138 @@ class Poller:
                 )
         return newest
 
+    # ----- sales-order rows ------------------------------------------------------------------
+    async def poll_sales_order_rows(self) -> int:
+        """Rows changed since the watermark (soft-deleted ones included): Katana sends no row
+        event and need not bump the order's ``updated_at`` when a row changes."""
+        since = await self.watermark("sales_order_rows")
+        start = datetime.now(UTC)
+        if since is None:
+            # Never every historical row: a first start has just mirrored the open orders; a
+            # mirror from before this poll existed is replaced from the open orders once.
+            marked = 0
+            if not self._orders_bootstrapped and await self.watermark("sales_orders") is not None:
+                marked = (await self.replace_open_sales_orders(Priority.POLL)).marked
+            await self._set_watermark("sales_order_rows", start - BOOTSTRAP_SKEW)
+            return marked
+        async with self._orders_lock:
+            marked, newest = await self._rows_since(since - WATERMARK_OVERLAP, Priority.POLL)
+        await self._set_watermark("sales_order_rows", max(newest or since, since))
+        return marked
+
+    async def _rows_since(
+        self, since: datetime, priority: Priority, on_page: PageCounter | None = None
+    ) -> tuple[int, datetime | None]:
+        latest: dict[int, SalesOrderRowChange] = {}
+        async for page in self.katana.sales_order_rows(
+            updated_at_min=since, include_deleted=True, priority=priority, on_page=on_page
+        ):
+            for r in page:
+                seen = latest.get(r.id)
+                if seen is None or seen.updated_at <= r.updated_at:
+                    latest[r.id] = r
+        if not latest:
+            return 0, None
+        touched, unknown = await self._apply_row_changes(list(latest.values()))
+        if touched:
+            await self._mark(touched, "sales_order_row")
+        if unknown and self._mark_orders is not None:
+            log.info("sales_order_rows_unknown_orders", orders=sorted(unknown)[:20])
+            await self._mark_orders(unknown, "sales_order_row")
+        return len(touched), max(r.updated_at for r in latest.values())
+
+    async def _apply_row_changes(
+        self, rows: list[SalesOrderRowChange]
+    ) -> tuple[set[int], set[int]]:
+        """Bring mirrored orders' rows in line with these; returns (variants whose committed
+        stock may differ, orders not in the mirror that need resolving)."""
+        so_ids = sorted({r.sales_order_id for r in rows})
+        touched: set[int] = set()
+        unknown: set[int] = set()
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            known = {r["id"] for r in await conn.fetch(Q["known_sales_order_ids"], so_ids)}
+            live = {r["id"] for r in await conn.fetch(Q["live_sales_order_ids"], so_ids)}
+            mirrored = {
+                r["row_id"]: r
+                for r in await conn.fetch(Q["so_rows_by_row_ids"], [r.id for r in rows])
+            }
+            upserts: list[SalesOrderRowChange] = []
+            deletes: list[int] = []
+            for r in rows:
+                if r.sales_order_id not in known:
+                    if r.deleted_at is None:  # a deleted row of an unknown order commits nothing
+                        unknown.add(r.sales_order_id)
+                    continue
+                if r.sales_order_id not in live:
+                    continue  # a deleted order's rows commit nothing and are not mirrored
+                cur = mirrored.get(r.id)
+                if r.deleted_at is not None:
+                    if cur is not None:
+                        deletes.append(r.id)
+                        touched.add(cur["variant_id"])
+                    continue
+                now = (r.variant_id, r.location_id, r.quantity)
+                if cur is None or (cur["variant_id"], cur["location_id"], cur["quantity"]) != now:
+                    upserts.append(r)
+                    touched.add(r.variant_id)  # moved: the new variant gains the commitment...
+                    if cur is not None:
+                        touched.add(cur["variant_id"])  # ...and the old one loses it
+            if deletes:
+                await conn.execute(Q["delete_so_rows_by_row_ids"], deletes)
+            if upserts:
+                await conn.execute(
+                    Q["upsert_so_rows"],
+                    [r.sales_order_id for r in upserts],
+                    [r.id for r in upserts],
+                    [r.variant_id for r in upserts],
+                    [r.location_id for r in upserts],
+                    [r.quantity for r in upserts],
+                )
+        return touched, unknown
+
+    # ----- full re-read (reconcile) ----------------------------------------------------------
+    async def replace_open_sales_orders(
+        self, priority: Priority = Priority.RECONCILE
+    ) -> MirrorReplace:
+        """Re-read every open sales order from scratch and make the mirror exactly that, in one
+        transaction, marking every variant whose committed sums changed. Costs one request per
+        250 open orders of each open status (Katana's ``status`` filter takes one value), plus
+        one request each for the orders and rows changed while the sweep ran, re-applied so a
+        change a poll wrote meanwhile is not undone."""
+        out = MirrorReplace()
+
+        def count(done: int, total: int | None) -> None:
+            out.requests += 1
+
+        started = datetime.now(UTC)
+        orders: dict[int, SalesOrder] = {}
+        for status in sorted(OPEN_SO_STATUSES):
+            async for page in self.katana.sales_orders(
+                status=status, include_deleted=False, priority=priority, on_page=count
+            ):
+                orders.update((o.id, o) for o in page)
+        out.orders = len(orders)
+        async with self._orders_lock:
+            touched = await self.engine.replace_sales_orders(list(orders.values()))
+            since = started - WATERMARK_OVERLAP - CLOCK_SKEW_MARGIN
+            quick = min(priority, Priority.POLL)  # short reads: do not hold the lock long
+            marked, _ = await self._orders_since(since, quick, count)
+            rows_marked, _ = await self._rows_since(since, quick, count)
+        if touched:
+            await self._mark(touched, "sales_orders_reread")
+        out.marked = len(touched) + marked + rows_marked
+        self._orders_bootstrapped = True
+        for kind in ("sales_orders", "sales_order_rows"):
+            if await self.watermark(kind) is None:
+                await self._set_watermark(kind, started - BOOTSTRAP_SKEW)
+        log.info(
+            "sales_orders_reread",
+            orders=out.orders,
+            requests=out.requests,
+            variants_changed=len(touched),
+        )
+        return out
+
     async def _apply_orders(
         self, orders: list[SalesOrder], *, missing: Collection[int] = ()
     ) -> int:
@@ -188,12 +354,13 @@ class Poller:
             for r in await self.db.pool.fetch(Q["stale_sales_order_gens"], list(so_ids))
         }
         found: list[SalesOrder] = []
-        async for page in self.katana.sales_orders(
-            ids=so_ids, include_deleted=True, priority=Priority.LIVE
-        ):
-            found.extend(page)
-        missing = set(so_ids) - {o.id for o in found}
-        marked = await self._apply_orders(found, missing=missing)
+        async with self._orders_lock:
+            async for page in self.katana.sales_orders(
+                ids=so_ids, include_deleted=True, priority=Priority.LIVE
+            ):
+                found.extend(page)
+            missing = set(so_ids) - {o.id for o in found}
+            marked = await self._apply_orders(found, missing=missing)
         if gens:
             await self.db.pool.execute(
                 Q["clear_stale_sales_orders"], list(gens), list(gens.values())

@@ -180,6 +180,8 @@ class ReconcileReport:
     dry_run: bool
     inventory_rows: int = 0
     inventory_pages: int = 0
+    sales_orders: int = 0  # open sales orders re-read into the mirror
+    sales_order_requests: int = 0  # what that re-read cost at Katana
     reverified_variants: int = 0
     seconds: float = 0.0
 
@@ -199,6 +201,8 @@ class ReconcileReport:
             "seconds": round(self.seconds, 3),
             "inventory_rows": self.inventory_rows,
             "inventory_pages": self.inventory_pages,
+            "sales_orders": self.sales_orders,
+            "sales_order_requests": self.sales_order_requests,
             "reverified_variants": self.reverified_variants,
             "stores": {s.store: s.summary() for s in self.stores},
         }
@@ -352,7 +356,7 @@ class Reconciler:
         if not targets:
             return report  # e.g. every store asked for was switched off meanwhile
         targets = [replace(t, dry_run=t.dry_run or dry_run) for t in targets]
-        await self._refresh_sources(targets)
+        await self._refresh_sources(targets, report)
         plan = await self._plan(targets)
         inventory = await self._read_inventory(plan, report, on_page)
         levels = await self._levels(plan, inventory, targets)
@@ -368,10 +372,15 @@ class Reconciler:
         return report
 
     # ----- sources ---------------------------------------------------------------------------
-    async def _refresh_sources(self, targets: Sequence[ReconcileTarget]) -> None:
-        """Mirrors current (bootstrapped when new) and each store's SKU index fresh."""
+    async def _refresh_sources(
+        self, targets: Sequence[ReconcileTarget], report: ReconcileReport
+    ) -> None:
+        """Mirrors current (the variants bootstrapped when new, the open sales orders re-read
+        from scratch: row edits need not show in an order's ``updated_at``) and each store's
+        SKU index fresh."""
         await self.poller.poll("variants")
-        await self.poller.poll("sales_orders")
+        reread = await self.poller.replace_open_sales_orders()
+        report.sales_orders, report.sales_order_requests = reread.orders, reread.requests
         for t in targets:
             await refresh_catalog(t.name, t.client, self.db, _no_mark)
 
@@ -570,6 +579,8 @@ def _log_report(report: ReconcileReport) -> None:
         dry_run=report.dry_run,
         inventory_rows=report.inventory_rows,
         inventory_pages=report.inventory_pages,
+        sales_orders=report.sales_orders,
+        sales_order_requests=report.sales_order_requests,
         reverified_variants=report.reverified_variants,
         seconds=round(report.seconds, 3),
     )
@@ -748,6 +759,7 @@ def render_report(console: Console, report: ReconcileReport) -> None:
     mode = "dry run: nothing was written" if report.dry_run else "done"
     console.print(
         f"Katana: {report.inventory_rows} inventory rows in {report.inventory_pages} pages, "
+        f"{report.sales_orders} open sales orders in {report.sales_order_requests} requests, "
         f"{report.reverified_variants} variants re-read; {report.seconds:.1f} s ({mode})."
     )
 

@@ -334,6 +334,40 @@ async def test_inventory_movements(client: KatanaClient, mocked: HttpMock) -> No
     assert url.query["updated_at_min"] == "2024-05-01T00:00:00.000Z"
 
 
+async def test_sales_order_rows_since_with_deleted(client: KatanaClient, mocked: HttpMock) -> None:
+    live = {
+        "id": 7,
+        "sales_order_id": 3,
+        "variant_id": 2,
+        "quantity": "1.50000",  # a decimal string here, a number elsewhere: both parse
+        "location_id": None,
+        "updated_at": "2024-05-01T10:00:00.100Z",
+        "deleted_at": None,
+    }
+    gone = {**live, "id": 8, "quantity": 4, "deleted_at": "2024-05-01T10:00:01Z"}
+    mocked.get(endpoint("/sales_order_rows"), payload={"data": [live, gone]})
+    since = datetime(2024, 5, 1, tzinfo=UTC)
+    (page,) = [p async for p in client.sales_order_rows(updated_at_min=since)]
+    assert [(r.id, r.sales_order_id, r.quantity, r.deleted_at is None) for r in page] == [
+        (7, 3, Decimal("1.5"), True),
+        (8, 3, Decimal(4), False),
+    ]
+    ((_, url, _),) = sent(mocked)
+    assert url.query["updated_at_min"] == "2024-05-01T00:00:00.000Z"
+    assert url.query["include_deleted"] == "true"  # nested rows never show deletions
+
+
+async def test_a_sales_order_row_without_its_order_fails_the_call(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    row = {"id": 7, "variant_id": 2, "quantity": 1, "updated_at": "2024-05-01T10:00:00Z"}
+    mocked.get(endpoint("/sales_order_rows"), payload={"data": [row]})
+    since = datetime(2024, 5, 1, tzinfo=UTC)
+    with pytest.raises(KatanaError, match="malformed row") as caught:
+        _ = [p async for p in client.sales_order_rows(updated_at_min=since)]
+    assert caught.value.endpoint == "/sales_order_rows"
+
+
 async def test_a_malformed_row_fails_the_call(client: KatanaClient, mocked: HttpMock) -> None:
     mocked.get(endpoint("/inventory"), payload={"data": [{"variant_id": 1}]})
     with pytest.raises(KatanaError, match="malformed row"):

@@ -261,7 +261,7 @@ async def item_levels(db_url: str) -> list[dict[str, Any]]:
 
 def katana_requests(world: World) -> dict[str, int]:
     k = world.katana
-    paths = ("/inventory", "/variants", "/sales_orders", "/locations")
+    paths = ("/inventory", "/variants", "/sales_orders", "/sales_order_rows", "/locations")
     counts = {p: k.request_count(p) for p in paths}
     counts["total"] = k.request_count()
     return counts
@@ -317,11 +317,15 @@ async def test_katana_requests_are_at_the_floor(world: World, db_url: str) -> No
     floor = math.ceil(cat.inventory_rows() / MAX_PAGE_SIZE)
     sweeps = {
         "/variants": math.ceil(cat.live_variants() / MAX_PAGE_SIZE),  # bootstrap
-        "/sales_orders": 3,  # bootstrap: one sweep per open status
+        # The open orders re-read from scratch: one sweep per open status, then what changed
+        # during the sweep (orders, rows) is read once more.
+        "/sales_orders": 3 + 1,
+        "/sales_order_rows": 1,
         "/locations": 1,
     }
     assert floor == 3 and report.inventory_pages == floor
-    assert katana_requests(world) == {"/inventory": floor, **sweeps, "total": floor + 6}
+    assert report.sales_order_requests == 5
+    assert katana_requests(world) == {"/inventory": floor, **sweeps, "total": floor + 8}
 
 
 async def test_second_reconcile_changes_nothing_and_writes_nothing(
@@ -341,15 +345,17 @@ async def test_second_reconcile_changes_nothing_and_writes_nothing(
     assert await item_levels(db_url) == levels
     assert report.store("main").changed == 0 and report.reverified_variants == 0
     used = {k: v - before[k] for k, v in katana_requests(world).items()}
-    # The whole inventory again, the locations, and one incremental sweep per mirror. The
-    # variants sweep re-reads 5 s before its watermark, which here is the whole catalogue.
+    # The whole inventory again, the locations, the open sales orders from scratch (one sweep
+    # per open status, then the orders and rows changed meanwhile) and one incremental
+    # variants sweep, which re-reads 5 s before its watermark: here the whole catalogue.
     variants = math.ceil(len(world.katana.variants) / MAX_PAGE_SIZE)
     assert used == {
         "/inventory": 3,
         "/variants": variants,
-        "/sales_orders": 1,
+        "/sales_orders": 3 + 1,
+        "/sales_order_rows": 1,
         "/locations": 1,
-        "total": 5 + variants,
+        "total": 9 + variants,
     }
 
 

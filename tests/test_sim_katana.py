@@ -19,6 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from katsyncd.sim.katana import KatanaSim
+from katsyncd.sim.quirks import KatanaQuirks
 
 KEY = "test-katana-key"
 T0 = 1_700_000_000.0  # a fixed epoch second for the fake clock
@@ -674,3 +675,79 @@ def test_mutations_get_strictly_increasing_stamps() -> None:
     b = sim.add_product_variant("B", in_stock={loc: 1})
     sim.set_sku(a, "A2")
     assert sim.variants[a].updated_at > sim.variants[b].updated_at > sim.variants[b].created_at - 1
+
+
+# ---------------------------------------------------------------------- sales-order row edits
+
+
+@pytest.mark.parametrize("bump", [True, False], ids=["row_edits_bump_order", "order_untouched"])
+async def test_row_edits_show_in_sales_order_rows_and_oracle(
+    bump: bool, client: aiohttp.ClientSession
+) -> None:
+    sim = KatanaSim(quirks=KatanaQuirks(row_edits_bump_order=bump))
+    await sim.start()
+    try:
+        main = sim.add_location("Main", is_primary=True)
+        a = sim.add_product_variant("ROW-A", in_stock={main: 20})
+        b = sim.add_product_variant("ROW-B", in_stock={main: 20})
+        so = sim.create_sales_order([(a, 3), (a, 2), (b, 1)], location_id=main)
+        first, second, third = (r.id for r in sim.sales_orders[so].rows)
+        before = (await get(client, sim, f"/sales_orders/{so}")).body["updated_at"]
+        assert (sim.expected_level("ROW-A"), sim.expected_level("ROW-B")) == (15, 19)
+
+        sim.set_sales_order_row_quantity(first, 7)
+        sim.move_sales_order_row(second, b)
+        sim.delete_sales_order_row(third)
+        assert (sim.expected_level("ROW-A"), sim.expected_level("ROW-B")) == (13, 18)
+
+        changed = await get(
+            client,
+            sim,
+            "/sales_order_rows",
+            {"updated_at_min": before, "include_deleted": "true", "limit": "2"},
+        )
+        pagination = json.loads(changed.headers["X-Pagination"])
+        assert pagination["total_records"] == "3"  # each edit moved its row's updated_at
+        page2 = await get(
+            client,
+            sim,
+            "/sales_order_rows",
+            {"updated_at_min": before, "include_deleted": "true", "limit": "2", "page": "2"},
+        )
+        rows = {r["id"]: r for r in changed.body["data"] + page2.body["data"]}
+        assert all(r["updated_at"] > before and r["sales_order_id"] == so for r in rows.values())
+        assert (rows[first]["variant_id"], rows[first]["quantity"]) == (a, 7)
+        assert rows[second]["variant_id"] == b
+        assert rows[third]["deleted_at"] is not None
+        hidden = await get(client, sim, "/sales_order_rows", {"updated_at_min": before})
+        assert {r["id"] for r in hidden.body["data"]} == {first, second}  # deleted: opt-in
+        by_order = await get(client, sim, "/sales_order_rows", [("sales_order_ids", str(so))])
+        assert len(by_order.body["data"]) == 2
+
+        order = (await get(client, sim, f"/sales_orders/{so}")).body
+        assert [r["id"] for r in order["sales_order_rows"]] == [first, second]  # nested: live only
+        assert (order["updated_at"] > before) is bump
+        quiet = await get(
+            client, sim, "/sales_orders", {"updated_at_min": rows[third]["updated_at"]}
+        )
+        assert len(quiet.body["data"]) == int(bump)  # an order poll sees it only if bumped
+    finally:
+        await sim.stop()
+
+
+def test_rows_of_shipped_orders_are_frozen() -> None:
+    sim = KatanaSim(clock=FakeClock())
+    main = sim.add_location("Main", is_primary=True)
+    v = sim.add_product_variant("FROZEN", in_stock={main: 5})
+    so = sim.create_sales_order([(v, 1)], location_id=main)
+    row = sim.sales_orders[so].rows[0].id
+    sim.set_sales_order_status(so, "PACKED")
+    with pytest.raises(ValueError, match="frozen"):
+        sim.set_sales_order_row_quantity(row, 2)
+    sim.set_sales_order_status(so, "NOT_SHIPPED")
+    sim.delete_sales_order_row(row)
+    with pytest.raises(KeyError):
+        sim.delete_sales_order_row(row)
+    with pytest.raises(KeyError):
+        sim.move_sales_order_row(row, v)
+    assert sim.committed_katana(v) == 0

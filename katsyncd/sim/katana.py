@@ -212,6 +212,9 @@ class KatanaSim(KatanaState):
         kind = resource_type or event.partition(".")[0]
         self._queue_event(event, kind, object_id, self._status_of(kind, object_id))
 
+    def _row_edits_bump_order(self) -> bool:
+        return self.quirks.row_edits_bump_order
+
     def _on_event(self, event: str, object_id: int, status: str | None) -> None:
         self._queue_event(event, event.partition(".")[0], object_id, status)
 

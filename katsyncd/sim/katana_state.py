@@ -13,6 +13,10 @@ Simplifications (documented because tests rely on them):
   ``/sales_order_rows?include_deleted=true``); deleting a ``PACKED``/``DELIVERED`` order does
   not put its stock back.
 * Replacing a sales order's rows soft-deletes the old rows and creates new ones.
+* Single rows can be edited in place (quantity, variant) or soft-deleted, as Katana's UI and
+  ``PATCH``/``DELETE /sales_order_rows/{id}`` do, only while the order is not PACKED/DELIVERED.
+  Katana sends no webhook for rows; whether the order's ``updated_at`` moves too is
+  ``KatanaQuirks.row_edits_bump_order``.
 * Manufacturing orders go straight from ``NOT_STARTED`` to ``DONE`` (no partial completion);
   an open MO commits ``quantity_per_unit * planned_quantity`` of each ingredient.
 * Negative stock is allowed, as in Katana.
@@ -427,6 +431,49 @@ class KatanaState:
         order.updated_at = now
         self._sync_shipped(order, now)
         self._on_event("sales_order.updated", so_id, order.status)
+
+    def _row_edits_bump_order(self) -> bool:
+        """Whether a row edit also bumps its order's ``updated_at`` (the simulator reads its
+        quirks; bare state: yes)."""
+        return True
+
+    def _editable_row(self, row_id: int) -> tuple[SalesOrder, SalesOrderRow]:
+        row = self.sales_order_rows.get(row_id)
+        if row is None or row.deleted_at is not None:
+            raise KeyError(f"unknown or deleted sales order row {row_id}")
+        order = self._live_sales_order(row.sales_order_id)
+        if order.status in SHIPPED_SO_STATUSES:
+            raise ValueError(f"sales order {order.id} is {order.status}: its rows are frozen")
+        return order, row
+
+    def _touch_row(self, order: SalesOrder, row: SalesOrderRow) -> int:
+        now = self._stamp()
+        row.updated_at = now
+        if self._row_edits_bump_order():
+            order.updated_at = now
+        return now
+
+    def set_sales_order_row_quantity(self, row_id: int, quantity: int | Decimal) -> None:
+        """Change one row's quantity. No webhook (Katana has no row events)."""
+        order, row = self._editable_row(row_id)
+        row.quantity = dec(quantity)
+        self._touch_row(order, row)
+
+    def move_sales_order_row(self, row_id: int, variant_id: int) -> None:
+        """Point one row at another variant (its commitment moves with it). No webhook."""
+        order, row = self._editable_row(row_id)
+        self._variant(variant_id)
+        self._rows_by_variant[row.variant_id].remove(row)
+        row.variant_id = variant_id
+        self._rows_by_variant.setdefault(variant_id, []).append(row)
+        self._ensure_row(variant_id, order.row_location(row))
+        self._touch_row(order, row)
+
+    def delete_sales_order_row(self, row_id: int) -> None:
+        """Soft-delete one row (it then shows only through ``/sales_order_rows`` with
+        ``include_deleted=true``; nested rows omit it). No webhook."""
+        order, row = self._editable_row(row_id)
+        row.deleted_at = self._touch_row(order, row)
 
     def set_sales_order_status(self, so_id: int, status: str) -> None:
         """Move an order to ``status``: PACKED/DELIVERED take its rows out of stock, going back

@@ -113,6 +113,35 @@ ON CONFLICT (so_id, row_id) DO NOTHING
 -- name: delete_sales_orders
 DELETE FROM katana_sales_order WHERE id = ANY($1::bigint[])
 
+-- name: so_rows_by_row_ids
+SELECT so_id, row_id, variant_id, location_id, quantity FROM katana_so_row
+WHERE row_id = ANY($1::bigint[])
+
+-- name: live_sales_order_ids
+SELECT id FROM katana_sales_order WHERE id = ANY($1::bigint[]) AND deleted_at IS NULL
+
+-- name: known_sales_order_ids
+SELECT id FROM katana_sales_order WHERE id = ANY($1::bigint[])
+
+-- name: upsert_so_rows
+INSERT INTO katana_so_row (so_id, row_id, variant_id, location_id, quantity)
+SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::numeric[])
+ON CONFLICT (so_id, row_id) DO UPDATE SET variant_id = EXCLUDED.variant_id,
+    location_id = EXCLUDED.location_id, quantity = EXCLUDED.quantity
+
+-- name: delete_so_rows_by_row_ids
+DELETE FROM katana_so_row WHERE row_id = ANY($1::bigint[])
+
+-- name: commit_sums
+SELECT r.variant_id, COALESCE(r.location_id, so.location_id) AS location_id, so.status,
+       so.from_channel, sum(r.quantity) AS quantity
+FROM katana_so_row r JOIN katana_sales_order so ON so.id = r.so_id
+WHERE so.deleted_at IS NULL
+GROUP BY 1, 2, 3, 4
+
+-- name: delete_all_sales_orders
+DELETE FROM katana_sales_order
+
 -- name: commit_rows_for_variants
 SELECT r.variant_id, COALESCE(r.location_id, so.location_id) AS location_id, r.quantity,
        so.status, so.from_channel

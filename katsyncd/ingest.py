@@ -4,6 +4,13 @@ A webhook is answered 2xx only after what it implies is committed in Postgres. H
 open their own transactions: they hand their marks to the :class:`GroupCommitter`, which writes
 whatever has queued up in one transaction, so thousands of webhooks a second cost a few
 hundred commits.
+
+``current_inventory.*`` events name a variant, a product or a material (Katana does not say
+which): :func:`read_href` reads ``object.href`` and :func:`inventory_effects` marks what it
+names, or every plausible reading when there is no readable href. A product mark is expanded
+to the product's live variants from the mirror inside the same transaction; a product the
+mirror does not know yet is kept (``stale_product``) with an early variants poll requested,
+and the poller expands it after that poll (docs/ARCHITECTURE.md, "Stock events").
 """
 
 from __future__ import annotations

@@ -208,3 +208,26 @@ async def test_a_stock_event_alone_reaches_bigcommerce_within_seconds(
         assert await daemon.db.pool.fetchval("SELECT count(*) FROM stale_product") == 0
         refs = daemon.metrics.webhook_inventory_refs.labels(shape)._value.get()
         assert refs >= 2
+
+
+async def test_a_kept_product_mark_survives_a_restart(world: World, db_url: str) -> None:
+    """The daemon stops after acknowledging a product it cannot expand yet (its variants poll
+    fails); the next start polls variants first and expands the durable mark."""
+    k = world.katana
+    k.quirks = KatanaQuirks(inventory_event_shape="product")
+    a = k.add_location("Main", is_primary=True)
+    k.add_product_variant("RS-A", in_stock={a: 5})
+    store = world.add_store("main", ["RS-A", "RS-NEW"])
+    async with running_daemon(world, db_url, poll_interval_seconds=NO_POLLS) as daemon:
+        await converge(world)
+        k.fail_next(100_000, 500, path_prefix="/variants")  # no variants poll can succeed
+        new = k.add_product_variant("RS-NEW", in_stock={a: 4})
+        product = k.variants[new].parent_id
+        k.emit(STOCK, new)
+        await k.drain_webhooks(5)
+        kept = await daemon.db.pool.fetchval("SELECT array_agg(product_id) FROM stale_product")
+        assert kept == [product]  # acknowledged, durable, not expanded
+    k.clear_faults()
+    async with running_daemon(world, db_url, poll_interval_seconds=NO_POLLS) as daemon:
+        await eventually(lambda: store.sim.level("RS-NEW") == 4, limit=10)
+        assert await daemon.db.pool.fetchval("SELECT count(*) FROM stale_product") == 0

@@ -278,6 +278,10 @@ class KatanaSim(KatanaState):
         not JSON (a truncated document, still labelled application/json)."""
         self._api.faults.add(n, 200, path_prefix)
 
+    def clear_faults(self) -> None:
+        """Forget the failures injected with :meth:`fail_next` / :meth:`garbage_next`."""
+        self._api.faults.clear()
+
     def request_count(self, path_prefix: str = "", *, include_rate_limited: bool = True) -> int:
         """How many API requests under ``path_prefix`` were answered (429s optional)."""
         return sum(

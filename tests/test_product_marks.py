@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import asyncpg
 import pytest
 
-from katsyncd.db import Q
+from katsyncd.db import Q, load_migrations
 from katsyncd.ingest import Effect, GroupCommitter, _Pending, parse_event, read_href
 from katsyncd.sim.quirks import InventoryEventShape, KatanaQuirks
 from katsyncd.sim.world import World
+from tests.conftest import _with_db
 from tests.harness import converge, eventually, running_daemon
 
 STOCK = "current_inventory.product_updated"
@@ -231,3 +233,29 @@ async def test_a_kept_product_mark_survives_a_restart(world: World, db_url: str)
     async with running_daemon(world, db_url, poll_interval_seconds=NO_POLLS) as daemon:
         await eventually(lambda: store.sim.level("RS-NEW") == 4, limit=10)
         assert await daemon.db.pool.fetchval("SELECT count(*) FROM stale_product") == 0
+
+
+async def test_upgrading_a_mirror_asks_for_a_sweep_to_learn_products(pg_server_url: str) -> None:
+    """Rows mirrored before migration 0003 have no product_id: the first start sweeps."""
+    name = f"katsyncd_t_upgrade_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        conn = await asyncpg.connect(_with_db(pg_server_url, name))
+        try:
+            for mig in load_migrations():
+                if mig.version < 3:
+                    await conn.execute(mig.sql)
+            await conn.execute(
+                "INSERT INTO katana_variant (id, sku, type, created_at, updated_at)"
+                " VALUES (1, 'OLD', 'product', now(), now())"
+            )
+            await conn.execute(next(m.sql for m in load_migrations() if m.version == 3))
+            assert await conn.fetchval("SELECT array_agg(kind) FROM poll_request") == [
+                "variant_sweep"
+            ]
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()

@@ -141,6 +141,7 @@ class Engine:
             [v.created_at for v in vs],
             [v.updated_at for v in vs],
             [v.deleted_at for v in vs],
+            [v.product_id for v in vs],
         )
 
     async def apply_sales_orders(

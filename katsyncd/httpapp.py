@@ -63,6 +63,8 @@ async def webhook(request: web.Request) -> web.Response:
             raise WebhookError(401, "bad or missing x-sha2-signature")
         parsed = parse_event(body)
         event = parsed.event
+        if parsed.reading is not None:
+            d.metrics.webhook_inventory_refs.labels(parsed.reading).inc()
         retry = request.headers.get("X-Katana-Retry-Num", "0")
         await asyncio.wait_for(
             d.committer.submit(parsed.effects, f"webhook:{event}"), ACK_TIMEOUT_SECONDS

@@ -4,6 +4,13 @@ A webhook is answered 2xx only after what it implies is committed in Postgres. H
 open their own transactions: they hand their marks to the :class:`GroupCommitter`, which writes
 whatever has queued up in one transaction, so thousands of webhooks a second cost a few
 hundred commits.
+
+``current_inventory.*`` events name a variant, a product or a material (Katana does not say
+which): :func:`read_href` reads ``object.href`` and :func:`inventory_effects` marks what it
+names, or every plausible reading when there is no readable href. A product mark is expanded
+to the product's live variants from the mirror inside the same transaction; a product the
+mirror does not know yet is kept (``stale_product``) with an early variants poll requested,
+and the poller expands it after that poll (docs/ARCHITECTURE.md, "Stock events").
 """
 
 from __future__ import annotations
@@ -12,9 +19,11 @@ import asyncio
 import hashlib
 import hmac
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import asyncpg
 import structlog
@@ -23,7 +32,10 @@ from katsyncd.db import Q
 
 log = structlog.get_logger(__name__)
 
-EffectKind = Literal["variant", "sales_order", "poll"]
+EffectKind = Literal["variant", "product", "sales_order", "poll"]
+# What object.id of a current_inventory.* event was read as, from its href (KATANA_API.md §2:
+# undocumented; Katana's example shows …/products/{id}, a third-party handler reads a variant).
+Reading = Literal["variant", "product", "material", "no_href", "unrecognized"]
 
 # Events whose object is a sales order: its rows say which variants' Committed (and, once
 # packed or delivered, In stock) changed (S2).
@@ -39,11 +51,13 @@ SALES_ORDER_EVENTS = frozenset(
         "availability_updated",
     )
 )
+# Stock events: object.href says whether object.id is a variant or a product (or material).
+INVENTORY_EVENTS = frozenset(
+    {"current_inventory.product_updated", "current_inventory.product_out_of_stock"}
+)
 # Events whose object id is a variant whose stock or identity changed.
 VARIANT_EVENTS = frozenset(
     {
-        "current_inventory.product_updated",
-        "current_inventory.product_out_of_stock",
         "variant.created",
         "variant.updated",
         "variant.deleted",
@@ -79,8 +93,16 @@ VARIANT_POLL_EVENTS = frozenset(
 
 # What katsyncd subscribes to (webhooks register).
 SUBSCRIBED_EVENTS = sorted(
-    SALES_ORDER_EVENTS | VARIANT_EVENTS | MOVEMENT_EVENTS | VARIANT_POLL_EVENTS
+    SALES_ORDER_EVENTS | INVENTORY_EVENTS | VARIANT_EVENTS | MOVEMENT_EVENTS | VARIANT_POLL_EVENTS
 )
+
+# ``…/variants/123``, ``…/v1/products/123/`` (any base URL, a trailing slash, a query).
+_HREF_RE = re.compile(r"/(variants|products|materials)/(\d+)/?$")
+_HREF_READINGS: dict[str, Reading] = {
+    "variants": "variant",
+    "products": "product",
+    "materials": "material",
+}
 
 
 class WebhookError(Exception):
@@ -94,7 +116,7 @@ class WebhookError(Exception):
 @dataclass(frozen=True, slots=True)
 class Effect:
     kind: EffectKind
-    ident: int | str  # variant id, sales-order id, or poll kind
+    ident: int | str  # variant id, product id, sales-order id, or poll kind
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +124,7 @@ class ParsedEvent:
     event: str
     object_id: int | None
     effects: tuple[Effect, ...]
+    reading: Reading | None = None  # current_inventory.* only: what object.id was read as
 
 
 def verify_signature(body: bytes, header: str | None, token: str) -> bool:
@@ -126,9 +149,43 @@ def _object_id(obj: Any) -> int | None:
     return None
 
 
-def effects_for(event: str, object_id: int | None) -> tuple[Effect, ...]:
-    """What an event implies. Unknown events imply nothing (answered 2xx and ignored)."""
+def read_href(href: Any) -> tuple[Reading, int | None]:
+    """What an ``object.href`` names: ``("variant" | "product" | "material", id)``;
+    ``("no_href", None)`` when there is none, ``("unrecognized", None)`` for anything else."""
+    if href is None:
+        return "no_href", None
+    if not isinstance(href, str):
+        return "unrecognized", None
+    m = _HREF_RE.search(urlsplit(href.strip()).path)
+    if m is None:
+        return "unrecognized", None
+    return _HREF_READINGS[m.group(1)], int(m.group(2))
+
+
+def inventory_effects(reading: Reading, object_id: int | None) -> tuple[Effect, ...]:
+    """Marks for a ``current_inventory.*`` event: a variant href marks that variant, a product
+    href every live variant of that product (expanded from the mirror at commit), a material
+    href nothing (S10: materials never sync). No href, or one we cannot read, marks every
+    plausible reading: the variant ``object.id`` and the product ``object.id``."""
+    if object_id is None:
+        return ()
+    if reading == "variant":
+        return (Effect("variant", object_id),)
+    if reading == "product":
+        return (Effect("product", object_id),)
+    if reading == "material":
+        return ()
+    return (Effect("variant", object_id), Effect("product", object_id))
+
+
+def effects_for(
+    event: str, object_id: int | None, reading: Reading = "no_href"
+) -> tuple[Effect, ...]:
+    """What an event implies. Unknown events imply nothing (answered 2xx and ignored).
+    ``reading`` (from ``object.href``, see :func:`read_href`) matters for stock events only."""
     out: list[Effect] = []
+    if event in INVENTORY_EVENTS:
+        out.extend(inventory_effects(reading, object_id))
     if object_id is not None and event in SALES_ORDER_EVENTS:
         out.append(Effect("sales_order", object_id))
     if object_id is not None and event in VARIANT_EVENTS:
@@ -153,8 +210,32 @@ def parse_event(body: bytes) -> ParsedEvent:
     if not isinstance(data, dict) or not isinstance(data.get("action"), str):
         raise WebhookError(400, "payload has no 'action'")
     event = data["action"]
-    object_id = _object_id(data.get("object"))
-    return ParsedEvent(event, object_id, effects_for(event, object_id))
+    obj = data.get("object")
+    object_id = _object_id(obj)
+    if event not in INVENTORY_EVENTS:
+        return ParsedEvent(event, object_id, effects_for(event, object_id))
+    href = obj.get("href") if isinstance(obj, dict) else None
+    reading, href_id = read_href(href)
+    if reading == "unrecognized":
+        log.warning(
+            "webhook_href_unrecognized",
+            endpoint="POST /webhooks/katana",
+            katana_event=event,
+            href=str(href)[:200],
+            expected="…/variants/{id}, …/products/{id} or …/materials/{id}",
+            marking="variant and product readings of object.id",
+        )
+    elif href_id is not None and href_id != object_id:
+        if object_id is not None:
+            log.warning(
+                "webhook_href_id_mismatch",
+                katana_event=event,
+                object_id=object_id,
+                href=str(href)[:200],
+                using="href",
+            )
+        object_id = href_id
+    return ParsedEvent(event, object_id, effects_for(event, object_id, reading), reading)
 
 
 @dataclass
@@ -218,18 +299,21 @@ class GroupCommitter:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         variants: dict[int, str] = {}
+        products: dict[int, str] = {}
         orders: dict[int, str] = {}
         polls: set[str] = set()
         for p in batch:
             for e in p.effects:
                 if e.kind == "variant":
                     variants.setdefault(int(e.ident), p.reason)
+                elif e.kind == "product":
+                    products.setdefault(int(e.ident), p.reason)
                 elif e.kind == "sales_order":
                     orders.setdefault(int(e.ident), p.reason)
                 else:
                     polls.add(str(e.ident))
         try:
-            await self._write(variants, orders, polls)
+            expanded = await self._write(variants, orders, polls, products)
         except Exception as exc:  # any DB failure: every waiter answers 503
             log.warning("group_commit_failed", error=str(exc), webhooks=len(batch))
             for p in batch:
@@ -240,15 +324,31 @@ class GroupCommitter:
         for p in batch:
             if not p.done.done():
                 p.done.set_result(None)
-        self._on_committed([e for p in batch for e in p.effects])
+        self._on_committed([e for p in batch for e in p.effects] + expanded)
 
     async def _write(
-        self, variants: dict[int, str], orders: dict[int, str], polls: set[str]
-    ) -> None:
+        self,
+        variants: dict[int, str],
+        orders: dict[int, str],
+        polls: set[str],
+        products: dict[int, str] | None = None,
+    ) -> list[Effect]:
+        """One transaction; returns what product marks became: the variants they marked and,
+        if the mirror did not know some product yet, the variants poll that will expand it."""
+        expanded: list[Effect] = []
         async with self._pool_getter().acquire(timeout=5) as conn, conn.transaction():
             if variants:
                 await conn.execute(Q["mark_variants"], list(variants), list(variants.values()))
+            if products:
+                rows = await conn.fetch(Q["mark_products"], list(products), list(products.values()))
+                expanded = [Effect("variant", r["id"]) for r in rows if r["kind"] == "variant"]
+                unknown = sorted(r["id"] for r in rows if r["kind"] == "product")
+                if unknown:
+                    log.info("product_marks_deferred", products=unknown[:20], count=len(unknown))
+                    polls = polls | {"variants"}
+                    expanded.append(Effect("poll", "variants"))
             if orders:
                 await conn.execute(Q["mark_sales_orders"], list(orders), list(orders.values()))
             if polls:
                 await conn.execute(Q["request_polls"], sorted(polls))
+        return expanded

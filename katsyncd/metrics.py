@@ -39,6 +39,13 @@ class Metrics:
             ["event", "outcome"],
             registry=r,
         )
+        self.webhook_inventory_refs = Counter(
+            "katsyncd_webhook_inventory_refs_total",
+            "current_inventory.* webhooks by what object.href named "
+            "(variant, product, material, no_href, unrecognized)",
+            ["reading"],
+            registry=r,
+        )
         self.webhook_ack_seconds = Histogram(
             "katsyncd_webhook_ack_seconds",
             "Time from receiving a webhook to answering it (after the durable commit)",

@@ -107,6 +107,7 @@ class Poller:
     async def poll_variants(self) -> int:
         since = await self.watermark("variants")
         start = datetime.now(UTC)
+        db_start: datetime = await self.db.pool.fetchval(Q["db_clock"])
         newest: datetime | None = None
         marked = 0
         async for page in self.katana.variants(
@@ -122,7 +123,23 @@ class Poller:
                 else newest
             )
         await self._set_watermark("variants", newest or (since or start - BOOTSTRAP_SKEW))
-        return marked
+        return marked + await self.expand_product_marks(db_start)
+
+    async def expand_product_marks(self, polled_since: datetime) -> int:
+        """Product marks the mirror could not expand when their webhook was committed (see
+        ``mark_products``): after a variants poll that started at ``polled_since`` (database
+        clock), mark each product's live variants, in the transaction that deletes the product
+        mark, so a crash in between loses nothing. Returns how many variants it marked."""
+        async with self.db.pool.acquire() as conn, conn.transaction():
+            rows = await conn.fetch(Q["expand_stale_products"], polled_since)
+        if not rows:
+            return 0
+        ids = {r["id"] for r in rows if r["kind"] == "variant"}
+        products = sorted(r["id"] for r in rows if r["kind"] == "product")
+        log.info("product_marks_expanded", products=products[:20], variants=len(ids))
+        if ids:
+            await self._mark(ids, "product_marked")
+        return len(ids)
 
     async def _apply_variants(self, page: list[KatanaVariant], *, bootstrap: bool) -> int:
         products = [v for v in page if v.type == "product"]
@@ -152,20 +169,22 @@ class Poller:
         """Read every live variant; mirror rows Katana no longer lists (archived, or deleted
         without our seeing it) stop syncing (S10) and their SKUs are recomputed (S8)."""
         seen: list[int] = []
+        db_start: datetime = await self.db.pool.fetchval(Q["db_clock"])
         async for page in self.katana.variants(
             include_deleted=False, product_only=True, priority=Priority.POLL
         ):
             await self.engine.upsert_variants([v for v in page if v.type == "product"])
             seen.extend(v.id for v in page)
         gone = await self.db.pool.fetch(Q["mark_absent_variants_deleted"], seen)
+        expanded = await self.expand_product_marks(db_start)
         if not gone:
-            return 0
+            return expanded
         skus = sorted({r["sku"] for r in gone if r["sku"]})
         ids = {r["id"] for r in await self.db.pool.fetch(Q["live_variant_ids_by_skus"], skus)}
         ids |= {r["id"] for r in gone}
         log.info("variants_gone", count=len(gone), skus=skus[:20])
         await self._mark(ids, "variant_gone")
-        return len(ids)
+        return len(ids) + expanded
 
     # ----- sales orders ----------------------------------------------------------------------
     async def poll_sales_orders(self) -> int:

@@ -19,7 +19,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from katsyncd.sim.katana import KatanaSim
-from katsyncd.sim.quirks import KatanaQuirks
+from katsyncd.sim.quirks import InventoryEventShape, KatanaQuirks
 
 KEY = "test-katana-key"
 T0 = 1_700_000_000.0  # a fixed epoch second for the fake clock
@@ -518,6 +518,43 @@ async def test_webhook_delivery_signature_and_payloads(
     assert stock_href == f"{sim.base_url}/variants/{v}"
     assert (await get(client, sim, f"/purchase_orders/{po}")).status == 200
     assert all(attempt.status == 200 for attempt in sim.webhook_log)
+
+
+@pytest.mark.parametrize("shape", ["variant", "product", "no_href"])
+async def test_current_inventory_event_shape_follows_the_quirk(
+    sim: KatanaSim, receiver: Receiver, shape: InventoryEventShape
+) -> None:
+    sim.quirks = KatanaQuirks(inventory_event_shape=shape)
+    sim.subscribe(
+        receiver.url,
+        ["current_inventory.product_updated", "current_inventory.material_updated"],
+        token="00112233aabbccdd",
+    )
+    loc = sim.add_location("Main", is_primary=True)
+    first = sim.add_product_variant("SHAPE-A", in_stock={loc: 5})
+    product = sim.variants[first].parent_id
+    second = sim.add_product_variant("SHAPE-B", product_id=product)
+    material = sim.add_material_variant("SHAPE-M")
+    material_id = sim.variants[material].parent_id
+    assert product != first and material_id != material  # the readings are distinguishable
+    sim.receive_purchase_order(second, loc, 4)  # the event the state machine sends
+    sim.emit("current_inventory.material_updated", material)  # emit() takes a variant id
+    await sim.drain_webhooks(5)
+    objects = {p["action"]: p["object"] for p in receiver.payloads()}
+    got_product = objects["current_inventory.product_updated"]
+    got_material = objects["current_inventory.material_updated"]
+    if shape == "variant":
+        assert got_product == {"id": second, "href": f"{sim.base_url}/variants/{second}"}
+        assert got_material == {"id": material, "href": f"{sim.base_url}/variants/{material}"}
+    elif shape == "product":
+        assert got_product == {"id": product, "href": f"{sim.base_url}/products/{product}"}
+        assert got_material == {
+            "id": material_id,
+            "href": f"{sim.base_url}/materials/{material_id}",
+        }
+    else:
+        assert got_product == {"id": product}
+        assert got_material == {"id": material_id}
 
 
 async def test_webhook_retries_then_success(sim: KatanaSim, receiver: Receiver) -> None:

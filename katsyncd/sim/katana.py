@@ -13,8 +13,11 @@ writing to BigCommerce.
 
 Assumptions where Katana's documentation is silent (see KATANA_API.md):
 
-* ``current_inventory.product_updated``/``material_updated``: ``object.id`` is the VARIANT id
-  and ``href`` is ``<base_url>/variants/<id>``. They fire for purchase-order receipts and
+* ``current_inventory.product_updated``/``material_updated``: what ``object`` names follows
+  ``quirks.inventory_event_shape``: ``variant`` (default) the VARIANT id with ``href``
+  ``<base_url>/variants/<id>``; ``product`` the variant's product (or material) id with
+  ``href`` ``<base_url>/products/<id>`` (``/materials/<id>``); ``no_href`` that product or
+  material id and no ``href``. They fire for purchase-order receipts and
   finished manufacturing orders only; stock adjustments, transfers and sales orders being
   packed or delivered send no ``current_inventory`` event (the sync must not depend on them).
 * Creating locations, variants and materials sends no webhook (``populate`` stays quiet).
@@ -59,8 +62,9 @@ __all__ = ["KatanaSim", "RequestRecord", "WebhookAttempt"]
 DEFAULT_RETRY_DELAYS = (30.0, 120.0, 900.0)
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
 
-# Where an event's ``href`` points, by resource type (default: the plural of the type).
-_HREF_RESOURCES = {"current_inventory": "variants"}
+# Where an event's ``href`` points, by resource type (default: the plural of the type);
+# ``current_inventory`` follows ``quirks.inventory_event_shape``.
+_HREF_RESOURCES: dict[str, str] = {}
 
 
 class KatanaSim(KatanaState):
@@ -206,7 +210,9 @@ class KatanaSim(KatanaState):
 
     def emit(self, event: str, object_id: int, *, resource_type: str | None = None) -> None:
         """Queue ``event`` about ``object_id`` for every enabled subscription to it.
-        ``resource_type`` defaults to the part of the event name before the dot."""
+        ``resource_type`` defaults to the part of the event name before the dot. For
+        ``current_inventory.*`` pass a variant id: the payload names what
+        ``quirks.inventory_event_shape`` says (an unknown id is sent as a variant id)."""
         if event not in WEBHOOK_EVENTS:
             raise ValueError(f"unknown webhook event {event!r}")
         kind = resource_type or event.partition(".")[0]
@@ -218,9 +224,21 @@ class KatanaSim(KatanaState):
     def _on_event(self, event: str, object_id: int, status: str | None) -> None:
         self._queue_event(event, event.partition(".")[0], object_id, status)
 
+    def inventory_event_object(self, variant_id: int) -> tuple[int, str | None]:
+        """``(object.id, href path)`` of a ``current_inventory.*`` event about this variant,
+        in the shape ``quirks.inventory_event_shape`` plays."""
+        shape = self.quirks.inventory_event_shape
+        variant = self.variants.get(variant_id)
+        if shape == "variant" or variant is None:
+            return variant_id, f"/variants/{variant_id}"
+        parent_path = f"/{variant.type}s/{variant.parent_id}"  # /products/… or /materials/…
+        return variant.parent_id, (parent_path if shape == "product" else None)
+
     def _queue_event(self, event: str, kind: str, object_id: int, status: str | None) -> None:
         href = None
-        if event not in EVENTS_WITHOUT_HREF:
+        if kind == "current_inventory":
+            object_id, href = self.inventory_event_object(object_id)
+        elif event not in EVENTS_WITHOUT_HREF:
             href = f"/{_HREF_RESOURCES.get(kind, kind + 's')}/{object_id}"
         for subscription in self.webhooks.values():
             if subscription.enabled and event in subscription.subscribed_events:
@@ -262,6 +280,10 @@ class KatanaSim(KatanaState):
         """The next ``n`` API requests under ``path_prefix`` answer 200 with a body that is
         not JSON (a truncated document, still labelled application/json)."""
         self._api.faults.add(n, 200, path_prefix)
+
+    def clear_faults(self) -> None:
+        """Forget the failures injected with :meth:`fail_next` / :meth:`garbage_next`."""
+        self._api.faults.clear()
 
     def request_count(self, path_prefix: str = "", *, include_rate_limited: bool = True) -> int:
         """How many API requests under ``path_prefix`` were answered (429s optional)."""

@@ -171,6 +171,10 @@ class FaultPlan:
         if n > 0:
             self._faults.append(Fault(n, status, prefix))
 
+    def clear(self) -> None:
+        """Drop every injected failure not yet used."""
+        self._faults.clear()
+
     def take(self, path: str) -> Fault | None:
         """The fault that applies to this request, if any (one use is consumed)."""
         for fault in self._faults:

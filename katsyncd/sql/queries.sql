@@ -10,6 +10,53 @@ INSERT INTO stale_sales_order (so_id, reason)
 SELECT * FROM unnest($1::bigint[], $2::text[])
 ON CONFLICT (so_id) DO UPDATE SET gen = nextval('stale_gen')
 
+-- name: mark_products
+-- A current_inventory.* event named these products: mark every live product variant the mirror
+-- knows of each ('variant', id); a product with none is kept for the next variants poll
+-- ('product', id). One statement, inside the group commit's transaction.
+WITH p AS (SELECT * FROM unnest($1::bigint[], $2::text[]) AS t(product_id, reason)),
+known AS (
+    INSERT INTO stale_variant (variant_id, reason)
+    SELECT v.id, p.reason FROM katana_variant v JOIN p ON v.product_id = p.product_id
+    WHERE v.deleted_at IS NULL AND v.type = 'product'
+    ON CONFLICT (variant_id) DO UPDATE SET gen = nextval('stale_gen')
+    RETURNING variant_id
+),
+unknown AS (
+    INSERT INTO stale_product (product_id, reason)
+    SELECT p.product_id, p.reason FROM p
+    WHERE NOT EXISTS (SELECT 1 FROM katana_variant v WHERE v.product_id = p.product_id
+                      AND v.deleted_at IS NULL AND v.type = 'product')
+    ON CONFLICT (product_id) DO UPDATE SET gen = nextval('stale_gen')
+    RETURNING product_id
+)
+SELECT 'variant' AS kind, variant_id AS id FROM known
+UNION ALL
+SELECT 'product', product_id FROM unknown
+
+-- name: expand_stale_products
+-- After a variants poll that started at $1 (database clock): every kept product mark the mirror
+-- can now expand becomes stale_variant rows, in the same statement that deletes it; a mark older
+-- than the poll whose product still has no live product variant is dropped (the poll would have
+-- seen one). Rows: ('variant', id) marked, ('product', id) taken.
+WITH taken AS (
+    DELETE FROM stale_product p
+    WHERE p.first_marked_at < $1
+       OR EXISTS (SELECT 1 FROM katana_variant v WHERE v.product_id = p.product_id
+                  AND v.deleted_at IS NULL AND v.type = 'product')
+    RETURNING p.product_id, p.reason
+),
+marked AS (
+    INSERT INTO stale_variant (variant_id, reason)
+    SELECT v.id, t.reason FROM katana_variant v JOIN taken t ON v.product_id = t.product_id
+    WHERE v.deleted_at IS NULL AND v.type = 'product'
+    ON CONFLICT (variant_id) DO UPDATE SET gen = nextval('stale_gen')
+    RETURNING variant_id
+)
+SELECT 'variant' AS kind, variant_id AS id FROM marked
+UNION ALL
+SELECT 'product', product_id FROM taken
+
 -- name: request_polls
 INSERT INTO poll_request (kind)
 SELECT unnest($1::text[])
@@ -54,12 +101,13 @@ ON CONFLICT (kind) DO UPDATE SET updated_at = GREATEST(poll_watermark.updated_at
 SELECT kind, updated_at, polled_at FROM poll_watermark ORDER BY kind
 
 -- name: upsert_variants
-INSERT INTO katana_variant (id, sku, type, created_at, updated_at, deleted_at)
+INSERT INTO katana_variant (id, sku, type, created_at, updated_at, deleted_at, product_id)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::timestamptz[], $5::timestamptz[],
-                     $6::timestamptz[])
+                     $6::timestamptz[], $7::bigint[])
 ON CONFLICT (id) DO UPDATE SET sku = EXCLUDED.sku, type = EXCLUDED.type,
     created_at = EXCLUDED.created_at, updated_at = EXCLUDED.updated_at,
-    deleted_at = EXCLUDED.deleted_at
+    deleted_at = EXCLUDED.deleted_at,
+    product_id = COALESCE(EXCLUDED.product_id, katana_variant.product_id)
 WHERE katana_variant.updated_at <= EXCLUDED.updated_at
 
 -- name: variants_by_ids

@@ -239,6 +239,7 @@ class Daemon:
             self.metrics,
             timeout=k.timeout_seconds,
             rng=self.rng,
+            ids_per_request=k.ids_per_request,
         )
         self.engine = Engine(self.db, self.katana, self.metrics, stores=self._store_views)
         self.poller = Poller(
@@ -742,6 +743,7 @@ class Daemon:
             if self.katana is not None:
                 self.katana.api_key = new.katana.api_key_value()
                 self.katana.base_url = new.katana.base_url.rstrip("/")
+                self.katana.ids_per_request = new.katana.ids_per_request
         if diff.log_changed:
             from katsyncd import logsetup
 
@@ -844,7 +846,11 @@ class Daemon:
             "restart_required": self.restart_required,
             "stale_variants_pending": len(self.variants),
             "stale_sales_orders_pending": len(self.orders),
-            "katana": {"budget": self.katana_limiter.snapshot(), "watermarks": marks},
+            "katana": {
+                "budget": self.katana_limiter.snapshot(),
+                "watermarks": marks,
+                "ids_per_request": None if self.katana is None else self.katana.id_filter_status(),
+            },
             "stores": stores,
             "last_reconcile": self.last_reconcile,
         }

@@ -253,9 +253,28 @@ class KatanaClient:
         key: Callable[[T], int],
         *,
         priority: Priority,
-        size: int | None = None,
     ) -> AsyncIterator[list[T]]:
-        """Rows for these ids, read in chunks of repeated ``param=`` values, page by page.
+        """Rows for these ids, read in chunks of repeated ``param=`` values (non-empty lists)."""
+        reader = self._id_chunks(path, base, param, ids, parse, key, priority=priority)
+        async with contextlib.aclosing(reader) as chunks:
+            async for _, rows in chunks:
+                if rows:
+                    yield rows
+
+    async def _id_chunks(
+        self,
+        path: str,
+        base: Params,
+        param: str,
+        ids: Collection[int],
+        parse: Callable[[Mapping[str, Any]], T],
+        key: Callable[[T], int],
+        *,
+        priority: Priority,
+        size: int | None = None,
+    ) -> AsyncGenerator[tuple[Sequence[int], list[T]], None]:
+        """(chunk of ids, their rows) for these ids, read in chunks of repeated ``param=``
+        values; ``((), [])`` right after the chunk size was lowered.
 
         Never trusts the gateway to have filtered: a row for an id not in the chunk means the
         filter was dropped (qs past its array limit), a 4xx about the parameter (or 413/414/
@@ -275,13 +294,14 @@ class KatanaClient:
                 if len(chunk) <= 1 or not _about_param(exc, param):
                     raise
                 self._lower_ids_limit(path, param, len(chunk), "rejected", exc.status)
+                yield (), []  # the size was lowered: the caller may plan again
                 continue
             if rows is None:
                 self._lower_ids_limit(path, param, len(chunk), "ignored")
+                yield (), []
                 continue
             pending = pending[len(chunk) :]
-            if rows:
-                yield rows
+            yield chunk, rows
 
     async def _read_chunk(
         self,
@@ -360,31 +380,35 @@ class KatanaClient:
         Planned by cost: ``variant_id=`` chunks, or one full ``/inventory`` sweep when that is
         fewer requests (known from the last unfiltered read; probed with one page otherwise).
         """
-        wanted = sorted(set(variant_ids))
-        if not wanted:
-            return []
-        per = self.effective_ids_per_request
-        if ids_per_request is not None:
-            per = min(per, max(1, ids_per_request))
-        chunks = math.ceil(len(wanted) / per)
-        sweep = self.inventory_sweep_pages()
-        worth = chunks >= SWEEP_PROBE_MIN_CHUNKS if sweep is None else sweep < chunks
-        if worth:
-            swept = await self._sweep_inventory(set(wanted), chunks, priority)
-            if swept is not None:
-                return swept
+        remaining = set(variant_ids)
         result: list[InventoryRow] = []
-        async for rows in self._by_ids(
-            "/inventory",
-            [],
-            "variant_id",
-            wanted,
-            parse_inventory_row,
-            _variant_of,
-            priority=priority,
-            size=per,
-        ):
-            result.extend(rows)
+        while remaining:  # planned again whenever the ids per request are lowered
+            per = self.effective_ids_per_request
+            if ids_per_request is not None:
+                per = min(per, max(1, ids_per_request))
+            chunks = math.ceil(len(remaining) / per)
+            sweep = self.inventory_sweep_pages()
+            worth = chunks >= SWEEP_PROBE_MIN_CHUNKS if sweep is None else sweep < chunks
+            if worth:
+                swept = await self._sweep_inventory(remaining, chunks, priority)
+                if swept is not None:
+                    return result + swept
+            reader = self._id_chunks(
+                "/inventory",
+                [],
+                "variant_id",
+                remaining,
+                parse_inventory_row,
+                _variant_of,
+                priority=priority,
+                size=per,
+            )
+            async with contextlib.aclosing(reader) as read:
+                async for chunk, rows in read:
+                    result.extend(rows)
+                    remaining.difference_update(chunk)
+                    if self.effective_ids_per_request < min(per, self._ids_per_request):
+                        break
         return result
 
     async def _sweep_inventory(

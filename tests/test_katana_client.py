@@ -361,6 +361,21 @@ async def test_inventory_sweeps_when_that_is_fewer_requests(
     )
 
 
+async def test_inventory_is_planned_again_after_the_size_is_lowered(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    everything = [inv_row(i) for i in range(1, 251)]
+    mocked.get(route, payload={"data": everything})  # 100 ids asked, the filter dropped
+    more = pagination(total_records=300, total_pages=2, page=1, last_page=False)
+    mocked.get(route, payload={"data": everything}, headers=more)
+    last = pagination(total_records=300, total_pages=2, page=2, last_page=True)
+    mocked.get(route, payload={"data": [inv_row(i) for i in range(251, 301)]}, headers=last)
+    rows = await client.inventory(range(1, 101))  # then 5 chunks of 20, or a 2-page sweep
+    assert sorted(r.variant_id for r in rows) == list(range(1, 101))
+    assert filter_sizes(mocked, "variant_id") == [100, 0, 0]
+
+
 async def test_inventory_probe_gives_up_a_long_sweep_for_id_chunks(
     client: KatanaClient, mocked: HttpMock
 ) -> None:

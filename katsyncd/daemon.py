@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import signal
 import time
@@ -385,7 +386,11 @@ class Daemon:
     # ----- loops -------------------------------------------------------------------------------
     async def _variant_loop(self) -> None:
         await self._debounced_loop(
-            self.variants, MAX_VARIANTS_PER_FLUSH, self._flush_variants, self._variants_per_page()
+            self.variants,
+            MAX_VARIANTS_PER_FLUSH,
+            self._flush_variants,
+            self._variants_per_page(),
+            widen=self._widen_to_sweep,
         )
 
     async def _order_loop(self) -> None:
@@ -399,6 +404,8 @@ class Daemon:
         max_batch: int,
         handle: Callable[[list[int]], Awaitable[None]],
         per_page: Callable[[], int],
+        *,
+        widen: Callable[[Debouncer, list[int], int], list[int]] | None = None,
     ) -> None:
         """Hand due keys to ``handle`` in bulk; on failure the keys go back (their marks are
         durable anyway) and the loop backs off.
@@ -417,6 +424,8 @@ class Daemon:
                 await _sleep(self.stop_event, 0.25)
                 continue
             batch = sorted(due, key=deb.due_at)[:max_batch]  # most overdue first
+            if widen is not None:
+                batch = widen(deb, batch, max_batch)
             firsts = deb.take(batch)
             try:
                 await handle(batch)
@@ -450,8 +459,27 @@ class Daemon:
         return self.katana_limiter.available() >= self.config.katana.requests_per_minute / 2
 
     def _variants_per_page(self) -> Callable[[], int]:
-        """Variants per /inventory page: one row per (variant, location)."""
-        return lambda: max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
+        """Variants one /inventory request reads: one row per (variant, location), and no more
+        ids than the gateway honours."""
+
+        def per_page() -> int:
+            assert self.katana is not None
+            rows = max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
+            return min(rows, self.katana.effective_ids_per_request)
+
+        return per_page
+
+    def _widen_to_sweep(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
+        """When every pending variant together costs more id chunks than one full /inventory
+        sweep, the sweep settles them all for the same requests: take them all (most overdue
+        first, up to ``max_batch``). Reading a variant before its quiet time is over is
+        correct (its mark clears only up to the generation read); it saves a read later."""
+        assert self.katana is not None
+        if len(deb) <= len(batch) or not self.katana.inventory_sweep_cheaper(len(deb)):
+            return batch
+        chosen = set(batch)
+        rest = sorted((k for k in deb.due(now=math.inf) if k not in chosen), key=deb.due_at)
+        return [*batch, *rest][:max_batch]
 
     def _should_wait_for_more(self, deb: Debouncer, due: list[int], per_page: int) -> bool:
         """In a burst with the Katana budget low, wait for a full page (or the deadline)

@@ -199,6 +199,13 @@ class KatanaClient:
             return None
         return max(1, math.ceil(self._inventory_rows / self._page_size))
 
+    def inventory_sweep_cheaper(self, variants: int) -> bool:
+        """Whether reading ``variants`` variants' inventory costs more id chunks than a full
+        ``/inventory`` sweep of known size (False while the sweep's size is unknown)."""
+        sweep = self.inventory_sweep_pages()
+        chunks = math.ceil(variants / self.effective_ids_per_request)
+        return sweep is not None and sweep < chunks
+
     def _publish_ids_per_request(self) -> None:
         if self._metrics is not None:
             self._metrics.katana_ids_per_request.set(self.effective_ids_per_request)

@@ -14,7 +14,7 @@ import structlog
 
 from katsyncd.sim.quirks import KatanaQuirks, OverLimit, Quirks
 from katsyncd.sim.world import World
-from tests.harness import converge, get_json, running_daemon
+from tests.harness import converge, eventually, get_json, running_daemon
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -91,3 +91,24 @@ async def test_a_burst_converges_with_ids_per_request_lowered(world: World, db_u
     assert events.count("katana_id_filter_limited") == 1  # logged once
     upsert_errors = [e for e in logs if "cannot affect row a second time" in str(e)]
     assert upsert_errors == []
+
+
+async def test_orders_named_by_webhooks_are_read_by_the_poll_when_cheaper(
+    world: World, db_url: str
+) -> None:
+    async with running_daemon(world, db_url) as daemon:
+        await converge(world, 60)
+        assert daemon.katana is not None
+        katana = daemon.katana
+        await eventually(lambda: katana.effective_ids_per_request == LIMIT, 30)
+        start = len(world.katana.request_log)
+        products = sorted(v.id for v in world.katana.variants.values() if v.type == "product")
+        for variant_id in products[:200]:  # 200 webhooks: 10 id chunks of 20, or a 1-page poll
+            world.katana.create_sales_order([(variant_id, 1)], location_id=1)
+        await converge(world, 60)
+        reads = [r for r in world.katana.request_log[start:] if r.path == "/sales_orders"]
+        by_ids = [r for r in reads if any(k == "ids" for k, _ in r.query)]
+        registry = daemon.metrics.registry
+        labels = {"endpoint": "/sales_orders", "plan": "poll"}
+        assert (registry.get_sample_value("katsyncd_katana_read_plans_total", labels) or 0) >= 1
+        assert len(by_ids) < 10, [len([v for k, v in r.query if k == "ids"]) for r in by_ids]

@@ -8,10 +8,20 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
+import aiohttp
 import pytest
 import structlog
 
+from katsyncd.db import Database
+from katsyncd.engine import Engine
+from katsyncd.katana import KatanaClient
+from katsyncd.metrics import Metrics
+from katsyncd.models import KatanaVariant, SalesOrder, SalesOrderRow
+from katsyncd.ratelimit import KatanaLimiter
 from katsyncd.sim.quirks import KatanaQuirks, OverLimit, Quirks
 from katsyncd.sim.world import World
 from tests.harness import converge, eventually, get_json, running_daemon
@@ -112,3 +122,33 @@ async def test_orders_named_by_webhooks_are_read_by_the_poll_when_cheaper(
         labels = {"endpoint": "/sales_orders", "plan": "poll"}
         assert (registry.get_sample_value("katsyncd_katana_read_plans_total", labels) or 0) >= 1
         assert len(by_ids) < 10, [len([v for k, v in r.query if k == "ids"]) for r in by_ids]
+
+
+async def test_mirror_upserts_take_each_record_once(db_url: str) -> None:
+    """A read that returns an order or a variant twice (a gateway that dropped the filter,
+    overlapping chunks) must not fail the batch with "ON CONFLICT DO UPDATE command cannot
+    affect row a second time"; the most recently updated copy wins."""
+    db = Database(db_url)
+    await db.open()
+    try:
+        async with aiohttp.ClientSession() as session:
+            limiter = KatanaLimiter(60)
+            katana = KatanaClient(session, "http://127.0.0.1:9/v1", "k", limiter)
+            engine = Engine(db, katana, Metrics(), stores=list)
+            t0 = datetime(2024, 1, 1, tzinfo=UTC)
+            old = SalesOrder(
+                1, "NOT_SHIPPED", 1, None, None, t0, None, (SalesOrderRow(10, 7, Decimal(1), None),)
+            )
+            new = replace(old, status="PACKED", updated_at=t0 + timedelta(seconds=1))
+            touched = await engine.apply_sales_orders([new, old, new], missing=[1, 2])
+            assert touched == {7}
+            status = await db.pool.fetchval("SELECT status FROM katana_sales_order WHERE id = 1")
+            assert status == "PACKED"
+            v = KatanaVariant(5, "SKU-5", "product", t0, t0)
+            await engine.upsert_variants(
+                [v, replace(v, sku="SKU-5B", updated_at=t0 + timedelta(seconds=1)), v]
+            )
+            sku = await db.pool.fetchval("SELECT sku FROM katana_variant WHERE id = 5")
+            assert sku == "SKU-5B"
+    finally:
+        await db.close()

@@ -391,6 +391,7 @@ class Daemon:
             self._flush_variants,
             self._variants_per_page(),
             widen=self._widen_to_sweep,
+            hold=self._hold_sweep,
         )
 
     async def _order_loop(self) -> None:
@@ -406,6 +407,7 @@ class Daemon:
         per_page: Callable[[], int],
         *,
         widen: Callable[[Debouncer, list[int], int], list[int]] | None = None,
+        hold: Callable[[Debouncer, list[int]], bool] | None = None,
     ) -> None:
         """Hand due keys to ``handle`` in bulk; on failure the keys go back (their marks are
         durable anyway) and the loop backs off.
@@ -420,7 +422,7 @@ class Daemon:
                 continue
             due = deb.due()
             page = per_page()
-            if self._should_wait_for_more(deb, due, page):
+            if self._should_wait_for_more(deb, due, page) or (hold is not None and hold(deb, due)):
                 await _sleep(self.stop_event, 0.25)
                 continue
             batch = sorted(due, key=deb.due_at)[:max_batch]  # most overdue first
@@ -468,6 +470,26 @@ class Daemon:
             return min(rows, self.katana.effective_ids_per_request)
 
         return per_page
+
+    def _hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
+        """With the budget short and the pending variants due for a full /inventory sweep,
+        hold the sweep while marks are still arriving (some pending variant is inside its
+        quiet time): a sweep started mid-burst is stale before it ends and has to be repeated,
+        which costs ceil(rows / 250) requests each time. Held at most twice the sweep's own
+        duration at the configured rate (or ``max_delay`` if longer) after the oldest mark.
+
+        (Measured with ``python -m bench --scenario burst --array-filter-limit 20``, see
+        docs/PERFORMANCE.md.)"""
+        assert self.katana is not None
+        if self._budget_plenty() or len(due) >= len(deb):
+            return False
+        if not self.katana.inventory_sweep_cheaper(len(deb)):
+            return False
+        pages = self.katana.inventory_sweep_pages() or 0
+        sweep_seconds = pages * 60.0 / self.config.katana.requests_per_minute
+        oldest = deb.oldest_first_seen(deb.due(now=math.inf))
+        cap = max(deb.max_delay, 2 * sweep_seconds)
+        return oldest is not None and deb._clock() < oldest + cap
 
     def _widen_to_sweep(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
         """When every pending variant together costs more id chunks than one full /inventory

@@ -1,4 +1,5 @@
-"""``python -m bench [--quick] [--scenario NAME ...] [--json FILE] [--markdown FILE]``.
+"""``python -m bench [--quick] [--scenario NAME ...] [--json FILE] [--markdown FILE]
+[--pessimistic] [--array-filter-limit N [--array-filter-over-limit ignore|reject]]``.
 
 Runs the scenarios one after another, prints the comparison table (rich) and exits 0 when
 every scenario ran, whatever the figures: targets are reported, not asserted. A scenario that
@@ -15,6 +16,7 @@ import tempfile
 import time
 import traceback
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -33,6 +35,7 @@ from bench.report import (
     write_json,
 )
 from bench.scenarios import SCENARIOS
+from katsyncd.sim.quirks import Quirks, pessimistic
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +52,36 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--database-url", help="Postgres server (default: env, local, embedded)")
     p.add_argument("--workdir", type=Path, help="configs and logs (default: a temp folder)")
     p.add_argument("--profile", type=Path, help="py-spy katsyncd's measured phases into DIR")
+    p.add_argument(
+        "--pessimistic",
+        action="store_true",
+        help="simulators play every loosely documented behaviour the unhelpful way "
+        "(katsyncd.sim.quirks.pessimistic())",
+    )
+    p.add_argument(
+        "--array-filter-limit",
+        type=int,
+        metavar="N",
+        help="Katana simulator honours at most N repeated values per array filter",
+    )
+    p.add_argument(
+        "--array-filter-over-limit",
+        choices=["ignore", "reject"],
+        help="above the limit: drop the filter silently (default) or answer 400",
+    )
     return p
+
+
+def _quirks(args: argparse.Namespace) -> Quirks | None:
+    """The simulators' quirks asked for on the command line (None: the optimistic default)."""
+    quirks = pessimistic() if args.pessimistic else Quirks()
+    katana = quirks.katana
+    if args.array_filter_limit is not None:
+        katana = replace(katana, array_filter_limit=args.array_filter_limit)
+    if args.array_filter_over_limit is not None:
+        katana = replace(katana, array_filter_over_limit=args.array_filter_over_limit)
+    quirks = replace(quirks, katana=katana)
+    return quirks if quirks.pessimistic else None
 
 
 async def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Results, bool]:
@@ -59,8 +91,11 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Results, 
     results = Results(profile.name, command_line(argv), now_iso(), machine())
     ok = True
     async with PgServer(args.database_url) as pg:
-        ctx = Context(profile, pg, workdir, results, profile_dir=args.profile)
+        quirks = _quirks(args)
+        ctx = Context(profile, pg, workdir, results, profile_dir=args.profile, quirks=quirks)
         ctx.say("bench", f"{profile.name} profile; Postgres: {pg.kind}; logs in {workdir}")
+        if quirks is not None:
+            ctx.say("bench", f"simulator quirks: {quirks}")
         for name in args.scenario or list(SCENARIOS):
             ok &= await _scenario(ctx, name)
     return results, ok

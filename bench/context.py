@@ -16,6 +16,7 @@ from bench.pg import PgServer
 from bench.profiles import Profile
 from bench.report import Results
 from bench.systems import System
+from katsyncd.sim.quirks import Quirks
 
 
 @dataclass
@@ -27,6 +28,7 @@ class Context:
     console: Console = field(default_factory=lambda: Console(stderr=True))
     started: float = field(default_factory=time.monotonic)
     profile_dir: Path | None = None
+    quirks: Quirks | None = None  # how the simulators play loosely documented behaviours
 
     def say(self, scenario: str, message: str) -> None:
         elapsed = time.monotonic() - self.started

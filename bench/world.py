@@ -15,6 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from katsyncd.sim.katana import KatanaSim
+from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World, WorldStore
 
 SEED = 7
@@ -51,11 +52,12 @@ async def build_world(
     katana_rpm: int,
     bc_quota: int,
     stores: int = 2,
+    quirks: Quirks | None = None,
 ) -> World:
     """``variants`` Katana product variants on 2 locations; store "a" sells every SKU as a
     simple product tracked by product; store "b" (if ``stores`` is 2) sells every other SKU as
     variants (5 per product) tracked by variant. Both push In stock - Committed."""
-    world = await World.start(katana_rpm=katana_rpm, bc_quota=bc_quota)
+    world = await World.start(katana_rpm=katana_rpm, bc_quota=bc_quota, quirks=quirks)
     with history(world.katana, HISTORY_SECONDS, records=2 * variants + 10):
         world.katana.populate(variants, locations=2, seed=SEED, sku_prefix=SKU_PREFIX)
     all_skus = skus(variants)

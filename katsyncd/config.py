@@ -87,6 +87,7 @@ DEFAULT_KATANA_BASE_URL = "https://api.katanamrp.com/v1"
 DEFAULT_KATANA_REQUESTS_PER_MINUTE = 60
 MAX_KATANA_REQUESTS_PER_MINUTE = 10_000
 DEFAULT_KATANA_TIMEOUT_SECONDS = 30.0
+DEFAULT_KATANA_IDS_PER_REQUEST = 250  # repeated ids per filtered read (Katana pages by 250)
 
 DEFAULT_DEBOUNCE_SECONDS = 2.0
 DEFAULT_MAX_DELAY_SECONDS = 10.0
@@ -357,6 +358,9 @@ class KatanaConfig(_Frozen):
         default=DEFAULT_KATANA_REQUESTS_PER_MINUTE, ge=1, le=MAX_KATANA_REQUESTS_PER_MINUTE
     )
     timeout_seconds: float = Field(default=DEFAULT_KATANA_TIMEOUT_SECONDS, gt=0)
+    ids_per_request: int = Field(
+        default=DEFAULT_KATANA_IDS_PER_REQUEST, ge=1, le=DEFAULT_KATANA_IDS_PER_REQUEST
+    )
 
     @model_validator(mode="after")
     def _one_source_per_secret(self) -> Self:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
 import signal
 import time
@@ -247,6 +248,7 @@ class Daemon:
             self.metrics,
             timeout=k.timeout_seconds,
             rng=self.rng,
+            ids_per_request=k.ids_per_request,
         )
         self.engine = Engine(self.db, self.katana, self.metrics, stores=self._store_views)
         self.poller = Poller(
@@ -440,7 +442,12 @@ class Daemon:
     # ----- loops -------------------------------------------------------------------------------
     async def _variant_loop(self) -> None:
         await self._debounced_loop(
-            self.variants, MAX_VARIANTS_PER_FLUSH, self._flush_variants, self._variants_per_page()
+            self.variants,
+            MAX_VARIANTS_PER_FLUSH,
+            self._flush_variants,
+            self._variants_per_page(),
+            widen=self._widen_to_sweep,
+            hold=self._hold_sweep,
         )
 
     async def _order_loop(self) -> None:
@@ -454,6 +461,9 @@ class Daemon:
         max_batch: int,
         handle: Callable[[list[int]], Awaitable[None]],
         per_page: Callable[[], int],
+        *,
+        widen: Callable[[Debouncer, list[int], int], list[int]] | None = None,
+        hold: Callable[[Debouncer, list[int]], bool] | None = None,
     ) -> None:
         """Hand due keys to ``handle`` in bulk; on failure the keys go back (their marks are
         durable anyway) and the loop backs off.
@@ -468,10 +478,12 @@ class Daemon:
                 continue
             due = deb.due()
             page = per_page()
-            if self._should_wait_for_more(deb, due, page):
+            if self._should_wait_for_more(deb, due, page) or (hold is not None and hold(deb, due)):
                 await _sleep(self.stop_event, 0.25)
                 continue
             batch = sorted(due, key=deb.due_at)[:max_batch]  # most overdue first
+            if widen is not None:
+                batch = widen(deb, batch, max_batch)
             firsts = deb.take(batch)
             try:
                 await handle(batch)
@@ -505,8 +517,51 @@ class Daemon:
         return self.katana_limiter.available() >= self.config.katana.requests_per_minute / 2
 
     def _variants_per_page(self) -> Callable[[], int]:
-        """Variants per /inventory page: one row per (variant, location)."""
-        return lambda: max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
+        """Variants one /inventory request reads: one row per (variant, location), and no more
+        ids than the gateway honours."""
+
+        def per_page() -> int:
+            assert self.katana is not None
+            rows = max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
+            return min(rows, self.katana.effective_ids_per_request)
+
+        return per_page
+
+    def _hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
+        """With the budget short and the pending variants due for a full /inventory sweep,
+        hold the sweep while marks are still arriving (some pending variant is inside its
+        quiet time): a sweep started mid-burst is stale before it ends and has to be repeated,
+        which costs ceil(rows / 250) requests each time. Held at most twice the sweep's own
+        duration at the configured rate (or ``max_delay`` if longer) after the oldest mark.
+        At start, a sweep also waits for every store's first catalog refresh (its marks would
+        otherwise arrive during the sweep and cost a second one).
+
+        (Measured with ``python -m bench --scenario burst --array-filter-limit 20``, see
+        docs/PERFORMANCE.md.)"""
+        assert self.katana is not None
+        if not self.katana.inventory_sweep_cheaper(len(deb)):
+            return False
+        if any(rt.catalog_refreshed_at is None for rt in self.stores.values()):
+            return True  # a first catalog refresh is about to mark its SKUs: one sweep for all
+        if self._budget_plenty() or len(due) >= len(deb):
+            return False
+        pages = self.katana.inventory_sweep_pages() or 0
+        sweep_seconds = pages * 60.0 / self.config.katana.requests_per_minute
+        oldest = deb.oldest_first_seen(deb.due(now=math.inf))
+        cap = max(deb.max_delay, 2 * sweep_seconds)
+        return oldest is not None and deb._clock() < oldest + cap
+
+    def _widen_to_sweep(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
+        """When every pending variant together costs more id chunks than one full /inventory
+        sweep, the sweep settles them all for the same requests: take them all (most overdue
+        first, up to ``max_batch``). Reading a variant before its quiet time is over is
+        correct (its mark clears only up to the generation read); it saves a read later."""
+        assert self.katana is not None
+        if len(deb) <= len(batch) or not self.katana.inventory_sweep_cheaper(len(deb)):
+            return batch
+        chosen = set(batch)
+        rest = sorted((k for k in deb.due(now=math.inf) if k not in chosen), key=deb.due_at)
+        return [*batch, *rest][:max_batch]
 
     def _should_wait_for_more(self, deb: Debouncer, due: list[int], per_page: int) -> bool:
         """In a burst with the Katana budget low, wait for a full page (or the deadline)
@@ -800,6 +855,7 @@ class Daemon:
             if self.katana is not None:
                 self.katana.api_key = new.katana.api_key_value()
                 self.katana.base_url = new.katana.base_url.rstrip("/")
+                self.katana.ids_per_request = new.katana.ids_per_request
         if diff.log_changed:
             from katsyncd import logsetup
 
@@ -911,7 +967,11 @@ class Daemon:
             "restart_required": self.restart_required,
             "stale_variants_pending": len(self.variants),
             "stale_sales_orders_pending": len(self.orders),
-            "katana": {"budget": self.katana_limiter.snapshot(), "watermarks": marks},
+            "katana": {
+                "budget": self.katana_limiter.snapshot(),
+                "watermarks": marks,
+                "ids_per_request": None if self.katana is None else self.katana.id_filter_status(),
+            },
             "stores": stores,
             "last_reconcile": self.last_reconcile,
         }

@@ -13,7 +13,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import asyncpg
 import structlog
@@ -80,6 +80,27 @@ def order_signature(o: SalesOrder) -> OrderSignature:
     return (o.status, o.location_id, o.ecommerce_order_type is not None, not live, rows)
 
 
+class _HasIdAndStamp(Protocol):
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def updated_at(self) -> datetime: ...
+
+
+_Identified = TypeVar("_Identified", bound=_HasIdAndStamp)
+
+
+def latest_by_id(rows: Iterable[_Identified]) -> list[_Identified]:
+    """One row per id, the most recently updated (first seen on a tie), in first-seen order."""
+    out: dict[int, _Identified] = {}
+    for row in rows:
+        kept = out.get(row.id)
+        if kept is None or row.updated_at > kept.updated_at:
+            out[row.id] = row
+    return list(out.values())
+
+
 def group_inventory(rows: Iterable[InventoryRow]) -> dict[int, list[InventoryRow]]:
     out: dict[int, list[InventoryRow]] = defaultdict(list)
     for r in rows:
@@ -132,7 +153,7 @@ class Engine:
     async def upsert_variants(self, variants: Collection[KatanaVariant]) -> None:
         if not variants:
             return
-        vs = list(variants)
+        vs = latest_by_id(variants)  # one row per id, or ON CONFLICT fails the whole batch
         await self.db.pool.execute(
             Q["upsert_variants"],
             [v.id for v in vs],
@@ -152,7 +173,10 @@ class Engine:
         Orders identical to the mirror (a poll's overlap, a webhook for an edit that did not
         touch rows or status) change nothing and mark nothing.
         """
-        so_ids = [o.id for o in orders] + list(missing)
+        orders = latest_by_id(orders)  # a read may repeat an order; upsert each once
+        seen = {o.id for o in orders}
+        missing = sorted(set(missing) - seen)
+        so_ids = [o.id for o in orders] + missing
         if not so_ids:
             return set()
         async with self.db.pool.acquire() as conn, conn.transaction():

@@ -12,10 +12,11 @@ each other about types (strings vs numbers, "Z" vs "+00:00", seconds vs millisec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -50,6 +51,12 @@ PageHook = Callable[[int, int | None], None]  # (pages done, total pages or None
 MAX_PAGE_SIZE = 250
 KATANA_DEFAULT_LIMIT = 50  # what Katana pages by when no ``limit`` is sent
 IDS_PER_REQUEST = 250
+QS_ARRAY_LIMIT = 20  # the repeated-key limit of common Express/qs versions
+# A read needing this many id chunks, with the size of a full /inventory sweep unknown, tries
+# the sweep's first page: X-Pagination tells its size, and the sweep is abandoned if longer.
+SWEEP_PROBE_MIN_CHUNKS = 4
+# 4xx statuses that say "this request is too big" whatever the body names.
+_TOO_BIG_STATUSES = frozenset({413, 414, 431})
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
 MAX_CONSECUTIVE_429 = 20
 BACKOFF_BASE_SECONDS = 0.5
@@ -114,6 +121,7 @@ class KatanaClient:
         rng: random.Random | None = None,
         backoff_base: float = BACKOFF_BASE_SECONDS,
         backoff_cap: float = BACKOFF_CAP_SECONDS,
+        ids_per_request: int = IDS_PER_REQUEST,
     ) -> None:
         self._session = session
         self.base_url = base_url
@@ -126,6 +134,10 @@ class KatanaClient:
         self._rng = rng
         self._backoff_base = backoff_base
         self._backoff_cap = backoff_cap
+        self._learned_ids_limit: int | None = None  # lowered after an ignored/rejected filter
+        self.ids_per_request = ids_per_request
+        self._id_filter_events: list[dict[str, Any]] = []
+        self._inventory_rows: int | None = None  # X-Pagination total of an unfiltered read
 
     def __repr__(self) -> str:  # never show the key
         return f"KatanaClient({self._base_url!r})"
@@ -153,6 +165,172 @@ class KatanaClient:
             "User-Agent": f"katsyncd/{__version__}",
         }
 
+    # -- id filters ----------------------------------------------------------------------------
+
+    @property
+    def ids_per_request(self) -> int:
+        """Configured ids per filtered request (``[katana] ids_per_request``, 1..250)."""
+        return self._ids_per_request
+
+    @ids_per_request.setter
+    def ids_per_request(self, value: int) -> None:
+        self._ids_per_request = min(max(1, value), IDS_PER_REQUEST)
+        self._publish_ids_per_request()
+
+    @property
+    def effective_ids_per_request(self) -> int:
+        """Ids per request actually sent: the configured value, or less once the gateway was
+        seen ignoring or rejecting a longer id filter."""
+        learned = self._learned_ids_limit
+        return self._ids_per_request if learned is None else min(learned, self._ids_per_request)
+
+    def id_filter_status(self) -> dict[str, Any]:
+        """For ``/status`` (under ``katana``): configured and effective ids per request, and
+        each time the size was lowered (newest last)."""
+        return {
+            "configured": self._ids_per_request,
+            "effective": self.effective_ids_per_request,
+            "lowered": list(self._id_filter_events),
+        }
+
+    def inventory_sweep_pages(self) -> int | None:
+        """Requests a full ``/inventory`` read takes (from the last unfiltered read's
+        X-Pagination), or None before one was seen."""
+        if self._inventory_rows is None:
+            return None
+        return max(1, math.ceil(self._inventory_rows / self._page_size))
+
+    def inventory_sweep_cheaper(self, variants: int) -> bool:
+        """Whether reading ``variants`` variants' inventory costs more id chunks than a full
+        ``/inventory`` sweep of known size (False while the sweep's size is unknown)."""
+        sweep = self.inventory_sweep_pages()
+        chunks = math.ceil(variants / self.effective_ids_per_request)
+        return sweep is not None and sweep < chunks
+
+    def _publish_ids_per_request(self) -> None:
+        if self._metrics is not None:
+            self._metrics.katana_ids_per_request.set(self.effective_ids_per_request)
+
+    def _lower_ids_limit(
+        self, endpoint: str, param: str, size: int, how: str, status: int | None = None
+    ) -> None:
+        """A chunk of ``size`` ids was ignored or rejected: send fewer from now on (20, the
+        known qs limit, then halving). Logged once per lowering; raises below one id."""
+        new = QS_ARRAY_LIMIT if size > QS_ARRAY_LIMIT else size // 2
+        if self._metrics is not None:
+            self._metrics.katana_id_filter_failures.labels(endpoint=endpoint, kind=how).inc()
+        if new < 1:
+            raise KatanaError(
+                f"the {param}= filter is {how} even with one id",
+                status=status,
+                endpoint=endpoint,
+            )
+        before = self.effective_ids_per_request
+        if new >= before:
+            return  # a concurrent read already lowered it further
+        self._learned_ids_limit = new
+        self._publish_ids_per_request()
+        event = {
+            "endpoint": endpoint,
+            "parameter": param,
+            "how": how,
+            "status": status,
+            "ids_sent": size,
+            "ids_per_request": new,
+            "at": datetime.now(UTC).isoformat(),
+        }
+        self._id_filter_events = [*self._id_filter_events, event][-10:]
+        log.warning(
+            "katana_id_filter_limited",
+            endpoint=endpoint,
+            parameter=param,
+            how=how,
+            status=status,
+            expected=f"only rows for the {size} ids sent in {param}=",
+            ids_sent=size,
+            ids_per_request=new,
+        )
+
+    async def _by_ids(
+        self,
+        path: str,
+        base: Params,
+        param: str,
+        ids: Collection[int],
+        parse: Callable[[Mapping[str, Any]], T],
+        key: Callable[[T], int],
+        *,
+        priority: Priority,
+    ) -> AsyncIterator[list[T]]:
+        """Rows for these ids, read in chunks of repeated ``param=`` values (non-empty lists)."""
+        reader = self._id_chunks(path, base, param, ids, parse, key, priority=priority)
+        async with contextlib.aclosing(reader) as chunks:
+            async for _, rows in chunks:
+                if rows:
+                    yield rows
+
+    async def _id_chunks(
+        self,
+        path: str,
+        base: Params,
+        param: str,
+        ids: Collection[int],
+        parse: Callable[[Mapping[str, Any]], T],
+        key: Callable[[T], int],
+        *,
+        priority: Priority,
+        size: int | None = None,
+    ) -> AsyncGenerator[tuple[Sequence[int], list[T]], None]:
+        """(chunk of ids, their rows) for these ids, read in chunks of repeated ``param=``
+        values; ``((), [])`` right after the chunk size was lowered.
+
+        Never trusts the gateway to have filtered: a row for an id not in the chunk means the
+        filter was dropped (qs past its array limit), a 4xx about the parameter (or 413/414/
+        431) means it was refused; either way the chunk size is lowered and the chunk read
+        again, and rows of a dropped filter are never used.
+        """
+        pending = sorted(set(ids))
+        while pending:
+            limit = self.effective_ids_per_request
+            chunk = pending[: min(limit, size) if size is not None else limit]
+            params = [*base, *((param, str(i)) for i in chunk)]
+            try:
+                rows = await self._read_chunk(path, params, parse, key, set(chunk), priority)
+            except KatanaAuthError:
+                raise
+            except KatanaError as exc:
+                if len(chunk) <= 1 or not _about_param(exc, param):
+                    raise
+                self._lower_ids_limit(path, param, len(chunk), "rejected", exc.status)
+                yield (), []  # the size was lowered: the caller may plan again
+                continue
+            if rows is None:
+                self._lower_ids_limit(path, param, len(chunk), "ignored")
+                yield (), []
+                continue
+            pending = pending[len(chunk) :]
+            yield chunk, rows
+
+    async def _read_chunk(
+        self,
+        path: str,
+        params: Params,
+        parse: Callable[[Mapping[str, Any]], T],
+        key: Callable[[T], int],
+        wanted: set[int],
+        priority: Priority,
+    ) -> list[T] | None:
+        """Every row of one filtered read; None (at the first bad page) if the filter was
+        ignored."""
+        out: list[T] = []
+        async with contextlib.aclosing(self.pages(path, params, priority=priority)) as pages:
+            async for page in pages:
+                rows = _parse_rows(page, parse, path)
+                if any(key(r) not in wanted for r in rows):
+                    return None
+                out.extend(rows)
+        return out
+
     # -- reads ---------------------------------------------------------------------------------
 
     async def get_page(
@@ -171,12 +349,16 @@ class KatanaClient:
         limit = _param_int(params, "limit", KATANA_DEFAULT_LIMIT)
         header = reply.headers.get("X-Pagination")
         last = is_last_page(header, len(rows), limit)
-        total = parse_pagination(header)["total_pages"]
+        info = parse_pagination(header)
+        total = info["total_pages"]
+        records = info["total_records"]
+        if path == "/inventory" and isinstance(records, int) and not _filtered(params):
+            self._inventory_rows = records
         return rows, last, total if isinstance(total, int) else None
 
     async def pages(
         self, path: str, params: Params, *, priority: Priority, on_page: PageHook | None = None
-    ) -> AsyncIterator[list[dict[str, Any]]]:
+    ) -> AsyncGenerator[list[dict[str, Any]], None]:
         """Every non-empty page, page=1.. until X-Pagination says last (or a short page).
 
         ``on_page(pages_done, total_pages)`` is called after each page (total None if unknown).
@@ -199,17 +381,64 @@ class KatanaClient:
         variant_ids: Collection[int],
         *,
         priority: Priority = Priority.LIVE,
-        ids_per_request: int = IDS_PER_REQUEST,
+        ids_per_request: int | None = None,
     ) -> list[InventoryRow]:
-        """Current inventory of these variants at every location, read in bulk (never per id)."""
+        """Current inventory of these variants at every location, read in bulk (never per id).
+
+        Planned by cost: ``variant_id=`` chunks, or one full ``/inventory`` sweep when that is
+        fewer requests (known from the last unfiltered read; probed with one page otherwise).
+        """
+        remaining = set(variant_ids)
         result: list[InventoryRow] = []
-        for chunk in _chunks(sorted(set(variant_ids)), ids_per_request):
-            wanted = set(chunk)
-            params = [("variant_id", str(i)) for i in chunk]
-            async for page in self.pages("/inventory", params, priority=priority):
+        while remaining:  # planned again whenever the ids per request are lowered
+            per = self.effective_ids_per_request
+            if ids_per_request is not None:
+                per = min(per, max(1, ids_per_request))
+            chunks = math.ceil(len(remaining) / per)
+            sweep = self.inventory_sweep_pages()
+            worth = chunks >= SWEEP_PROBE_MIN_CHUNKS if sweep is None else sweep < chunks
+            if worth:
+                swept = await self._sweep_inventory(remaining, chunks, priority)
+                if swept is not None:
+                    return result + swept
+            reader = self._id_chunks(
+                "/inventory",
+                [],
+                "variant_id",
+                remaining,
+                parse_inventory_row,
+                _variant_of,
+                priority=priority,
+                size=per,
+            )
+            async with contextlib.aclosing(reader) as read:
+                async for chunk, rows in read:
+                    result.extend(rows)
+                    remaining.difference_update(chunk)
+                    if self.effective_ids_per_request < min(per, self._ids_per_request):
+                        break
+        return result
+
+    async def _sweep_inventory(
+        self, wanted: set[int], budget: int, priority: Priority
+    ) -> list[InventoryRow] | None:
+        """The wanted variants' rows from a full sweep, or None after the first page if the
+        sweep turns out to take ``budget`` requests or more (id chunks are then cheaper)."""
+        result: list[InventoryRow] = []
+        total: list[int | None] = [None]
+
+        def on_page(_done: int, pages: int | None) -> None:
+            total[0] = pages
+
+        reader = self.pages("/inventory", [], priority=priority, on_page=on_page)
+        async with contextlib.aclosing(reader) as pages:
+            async for page in pages:
+                if total[0] is not None and total[0] >= budget:
+                    return None
                 rows = _parse_rows(page, parse_inventory_row, "/inventory")
-                # Katana ignores filters it does not know; never trust it to have filtered.
                 result.extend(r for r in rows if r.variant_id in wanted)
+        if self._metrics is not None:
+            self._metrics.katana_read_plans.labels(endpoint="/inventory", plan="sweep").inc()
         return result
 
     async def all_inventory(
@@ -246,9 +475,10 @@ class KatanaClient:
     ) -> AsyncIterator[list[KatanaVariant]]:
         """These variants (chunked, repeated ``ids=``), page by page; nothing for no ids."""
         params = [("include_deleted", _bool_param(include_deleted))]
-        for id_params in _id_filters(ids):
-            async for page in self.pages("/variants", [*params, *id_params], priority=priority):
-                yield _parse_rows(page, parse_variant, "/variants")
+        async for rows in self._by_ids(
+            "/variants", params, "ids", ids, parse_variant, _id_of, priority=priority
+        ):
+            yield rows
 
     async def sales_orders(
         self,
@@ -259,19 +489,25 @@ class KatanaClient:
         include_deleted: bool = True,
         priority: Priority = Priority.POLL,
         on_page: PageHook | None = None,
-    ) -> AsyncIterator[list[SalesOrder]]:
+    ) -> AsyncGenerator[list[SalesOrder], None]:
         """Sales orders with their rows, by ids (chunked, repeated ``ids=``), date and status.
-        ``on_page`` is called after every request (empty pages too), as in ``pages``."""
+
+        ``on_page`` as in ``pages`` (only without ``ids``)."""
         params = [("include_deleted", _bool_param(include_deleted))]
         if updated_at_min is not None:
             params.append(("updated_at_min", format_datetime(updated_at_min)))
         if status is not None:
             params.append(("status", status))
-        for id_params in _id_filters(ids):
+        if ids is None:
             async for page in self.pages(
-                "/sales_orders", [*params, *id_params], priority=priority, on_page=on_page
+                "/sales_orders", params, priority=priority, on_page=on_page
             ):
                 yield _parse_rows(page, parse_sales_order, "/sales_orders")
+            return
+        async for rows in self._by_ids(
+            "/sales_orders", params, "ids", ids, parse_sales_order, _id_of, priority=priority
+        ):
+            yield rows
 
     async def sales_order_rows(
         self,
@@ -724,18 +960,26 @@ def _parse_rows(
         ) from exc
 
 
-def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
-    for start in range(0, len(items), max(1, size)):
-        yield items[start : start + size]
+def _id_of(row: KatanaVariant | SalesOrder) -> int:
+    return row.id
 
 
-def _id_filters(ids: Collection[int] | None) -> Iterator[list[tuple[str, str]]]:
-    """No filter when ``ids`` is None; else one repeated ``ids=`` list per chunk (none if empty)."""
-    if ids is None:
-        yield []
-        return
-    for chunk in _chunks(sorted(set(ids)), IDS_PER_REQUEST):
-        yield [("ids", str(i)) for i in chunk]
+def _variant_of(row: InventoryRow) -> int:
+    return row.variant_id
+
+
+def _filtered(params: Params) -> bool:
+    """Whether a read has any filter (paging aside)."""
+    return any(k not in ("page", "limit") for k, _ in params)
+
+
+def _about_param(exc: KatanaError, param: str) -> bool:
+    """A 4xx that refuses the id filter: names the parameter, or says the request is too big.
+    (Auth, 404 and 429 never are.)"""
+    status = exc.status
+    if status is None or not 400 <= status < 500 or status in (401, 403, 404, 429):
+        return False
+    return status in _TOO_BIG_STATUSES or param in exc.body
 
 
 def _bool_param(value: bool) -> str:

@@ -91,6 +91,26 @@ class Metrics:
             ["priority"],
             registry=r,
         )
+        self.katana_ids_per_request = Gauge(
+            "katsyncd_katana_ids_per_request",
+            "Ids sent per filtered Katana read (lowered below the configured value when a "
+            "gateway ignored or rejected a longer id filter)",
+            registry=r,
+        )
+        self.katana_id_filter_failures = Counter(
+            "katsyncd_katana_id_filter_failures_total",
+            "Katana id filters found ignored (rows for ids not asked for) or rejected (4xx), "
+            "by endpoint",
+            ["endpoint", "kind"],
+            registry=r,
+        )
+        self.katana_read_plans = Counter(
+            "katsyncd_katana_read_plans_total",
+            "Reads the planner served other than by id chunks (a full /inventory sweep, a "
+            "sales-order poll), by endpoint and plan",
+            ["endpoint", "plan"],
+            registry=r,
+        )
 
         # BigCommerce
         self.bc_requests = Counter(

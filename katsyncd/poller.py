@@ -9,6 +9,8 @@ Postgres, so changes made while katsyncd was down are caught up on start.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import math
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -372,18 +374,61 @@ class Poller:
             r["so_id"]: r["gen"]
             for r in await self.db.pool.fetch(Q["stale_sales_order_gens"], list(so_ids))
         }
-        found: list[SalesOrder] = []
+        wanted = set(so_ids)
+        found: set[int] = set()
+        marked = 0
         async with self._orders_lock:
-            async for page in self.katana.sales_orders(
-                ids=so_ids, include_deleted=True, priority=Priority.LIVE
-            ):
-                found.extend(page)
-            missing = set(so_ids) - {o.id for o in found}
-            marked = await self._apply_orders(found, missing=missing)
+            if math.ceil(len(wanted) / self.katana.effective_ids_per_request) > 1:
+                marked += await self._resolve_by_poll(wanted, found)
+            rest = sorted(wanted - found)
+            fetched: list[SalesOrder] = []
+            if rest:
+                async for page in self.katana.sales_orders(
+                    ids=rest, include_deleted=True, priority=Priority.LIVE
+                ):
+                    fetched.extend(page)
+            missing = set(rest) - {o.id for o in fetched}
+            marked += await self._apply_orders(fetched, missing=missing)
         if gens:
             await self.db.pool.execute(
                 Q["clear_stale_sales_orders"], list(gens), list(gens.values())
             )
+        return marked
+
+    async def _resolve_by_poll(self, wanted: set[int], found: set[int]) -> int:
+        """Read orders by an incremental ``updated_at_min`` poll while its remaining pages are
+        fewer than the id chunks still needed (a webhook-named order was just updated, so the
+        poll usually holds it). Every order read is applied (they are current facts); the ids
+        seen are added to ``found``; the rest are left to id chunks. Returns variants marked.
+        """
+        since = await self.watermark("sales_orders")
+        if since is None:
+            return 0
+        pages: list[int | None] = [None, None]
+
+        def on_page(done: int, total: int | None) -> None:
+            pages[0], pages[1] = done, total
+
+        marked, newest, complete = 0, since, True
+        reader = self.katana.sales_orders(
+            updated_at_min=since - WATERMARK_OVERLAP,
+            include_deleted=True,
+            priority=Priority.LIVE,
+            on_page=on_page,
+        )
+        async with contextlib.aclosing(reader) as orders:
+            async for page in orders:
+                marked += await self._apply_orders(page)
+                found.update(o.id for o in page if o.id in wanted)
+                newest = max([newest, *(o.updated_at for o in page)])
+                done, total = pages
+                left = math.ceil(len(wanted - found) / self.katana.effective_ids_per_request)
+                if done is not None and total is not None and total - done >= left:
+                    complete = total <= done
+                    break
+        if complete:
+            await self._set_watermark("sales_orders", newest)
+        self.metrics.katana_read_plans.labels(endpoint="/sales_orders", plan="poll").inc()
         return marked
 
     # ----- inventory movements ---------------------------------------------------------------

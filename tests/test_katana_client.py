@@ -224,18 +224,174 @@ async def test_inventory_sends_repeated_variant_ids_in_chunks(
     client: KatanaClient, mocked: HttpMock
 ) -> None:
     route = endpoint("/inventory")
-    mocked.get(route, payload={"data": [inv_row(1), inv_row(2, 2, 3), inv_row(99)]})
+    mocked.get(route, payload={"data": [inv_row(1), inv_row(2, 2, 3)]})
     mocked.get(route, payload={"data": [inv_row(3, in_stock=1.25), inv_row(4)]})
     mocked.get(route, payload={"data": [inv_row(5, in_stock=None)]})
     rows = await client.inventory([5, 4, 3, 2, 1, 1], ids_per_request=2)
     requested = [url.query.getall("variant_id") for _, url, _ in sent(mocked)]
     assert sorted(requested) == [["1", "2"], ["3", "4"], ["5"]]
     assert all(url.query.get("limit") == "250" for _, url, _ in sent(mocked))
-    assert {r.variant_id for r in rows} == {1, 2, 3, 4, 5}  # 99 was not asked for
+    assert {r.variant_id for r in rows} == {1, 2, 3, 4, 5}
     by_variant = {r.variant_id: r for r in rows}
     assert by_variant[2] == InventoryRow(2, 2, Decimal(3), Decimal("2.5"))
     assert by_variant[3].in_stock == Decimal("1.25")
     assert by_variant[5].in_stock == Decimal(0)
+
+
+def variant_row(variant_id: int) -> dict[str, Any]:
+    stamp = "2024-01-01T00:00:00Z"
+    return {
+        "id": variant_id,
+        "sku": f"S{variant_id}",
+        "type": "product",
+        "product_id": 1,
+        "created_at": stamp,
+        "updated_at": stamp,
+        "deleted_at": None,
+    }
+
+
+def filter_sizes(mocked: HttpMock, param: str) -> list[int]:
+    return [len(url.query.getall(param, [])) for _, url, _ in sent(mocked)]
+
+
+async def test_an_ignored_id_filter_lowers_the_chunk_size_and_rereads(
+    client: KatanaClient, metrics: Metrics, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    everything = [inv_row(i) for i in range(1, 41)]  # the gateway dropped the filter
+    mocked.get(route, payload={"data": everything}, headers=pagination(total_pages=1))
+    mocked.get(route, payload={"data": [inv_row(i) for i in range(1, 21)]})
+    mocked.get(route, payload={"data": [inv_row(i) for i in range(21, 31)]})
+    with structlog.testing.capture_logs() as logs:
+        rows = await client.inventory(range(1, 31))
+    assert [len(r) for r in [rows]] == [30]
+    assert {r.variant_id for r in rows} == set(range(1, 31))  # 31..40 never used
+    assert filter_sizes(mocked, "variant_id") == [30, 20, 10]
+    assert client.effective_ids_per_request == 20 and client.ids_per_request == 250
+    status = client.id_filter_status()
+    assert (status["configured"], status["effective"]) == (250, 20)
+    (event,) = status["lowered"]
+    assert (event["endpoint"], event["parameter"], event["how"]) == (
+        "/inventory",
+        "variant_id",
+        "ignored",
+    )
+    warnings = [e for e in logs if e["event"] == "katana_id_filter_limited"]
+    assert len(warnings) == 1 and warnings[0]["parameter"] == "variant_id"
+    assert sample(metrics, "katsyncd_katana_ids_per_request") == 20
+    labels = {"endpoint": "/inventory", "kind": "ignored"}
+    assert sample(metrics, "katsyncd_katana_id_filter_failures_total", **labels) == 1
+
+
+@pytest.mark.parametrize("status", [400, 414, 422])
+async def test_a_rejected_id_filter_lowers_the_chunk_size_and_rereads(
+    client: KatanaClient, metrics: Metrics, mocked: HttpMock, status: int
+) -> None:
+    route = endpoint("/variants")
+    message = "Too many values for query parameter 'ids'" if status != 414 else "URI Too Long"
+    mocked.get(route, status=status, payload={"statusCode": status, "message": message})
+    mocked.get(route, payload={"data": [variant_row(i) for i in range(1, 21)]})
+    mocked.get(route, payload={"data": [variant_row(i) for i in range(21, 26)]})
+    with structlog.testing.capture_logs() as logs:
+        pages = [p async for p in client.variants_by_ids(range(1, 26))]
+    assert sorted(v.id for page in pages for v in page) == list(range(1, 26))
+    assert filter_sizes(mocked, "ids") == [25, 20, 5]
+    assert client.effective_ids_per_request == 20
+    assert client.id_filter_status()["lowered"][0]["status"] == status
+    assert len([e for e in logs if e["event"] == "katana_id_filter_limited"]) == 1
+    labels = {"endpoint": "/variants", "kind": "rejected"}
+    assert sample(metrics, "katsyncd_katana_id_filter_failures_total", **labels) == 1
+
+
+async def test_a_4xx_not_about_the_filter_is_not_a_limit(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    mocked.get(endpoint("/variants"), status=400, payload={"message": "include_deleted: bad"})
+    with pytest.raises(KatanaError):
+        [p async for p in client.variants_by_ids(range(1, 26))]
+    assert client.effective_ids_per_request == 250 and client.id_filter_status()["lowered"] == []
+
+
+async def test_the_size_halves_below_twenty_and_gives_up_below_one(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    mocked.get(endpoint("/sales_orders"), payload={"data": [so_row(999, 1)]}, repeat=True)
+    with pytest.raises(KatanaError, match="even with one id"):
+        [p async for p in client.sales_orders(ids=range(1, 31))]
+    assert filter_sizes(mocked, "ids") == [30, 20, 10, 5, 2, 1]
+
+
+async def test_a_lower_configured_size_is_used(
+    session: aiohttp.ClientSession, limiter: KatanaLimiter, mocked: HttpMock
+) -> None:
+    client = KatanaClient(session, BASE, API_KEY, limiter, ids_per_request=10)
+    mocked.get(endpoint("/sales_orders"), payload={"data": [so_row(1, 1)]})
+    mocked.get(endpoint("/sales_orders"), payload={"data": [so_row(11, 1)]})
+    orders = [o async for p in client.sales_orders(ids=range(1, 16)) for o in p]
+    assert filter_sizes(mocked, "ids") == [10, 5]
+    assert [o.id for o in orders] == [1, 11]
+    assert client.id_filter_status() == {"configured": 10, "effective": 10, "lowered": []}
+    client.ids_per_request = 999  # bounded like the config key
+    assert client.effective_ids_per_request == 250
+
+
+async def test_inventory_sweeps_when_that_is_fewer_requests(
+    client: KatanaClient, metrics: Metrics, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    client.ids_per_request = 20
+    mocked.get(
+        route,
+        payload={"data": [inv_row(i) for i in range(1, 251)]},
+        headers=pagination(total_records=300, total_pages=2, page=1, last_page=False),
+    )
+    mocked.get(
+        route,
+        payload={"data": [inv_row(i) for i in range(251, 301)]},
+        headers=pagination(total_records=300, total_pages=2, page=2, last_page=True),
+    )
+    rows = await client.inventory(range(1, 101))  # 5 chunks of 20, or a 2-page sweep
+    assert {r.variant_id for r in rows} == set(range(1, 101))
+    assert filter_sizes(mocked, "variant_id") == [0, 0]
+    assert client.inventory_sweep_pages() == 2
+    assert (
+        sample(metrics, "katsyncd_katana_read_plans_total", endpoint="/inventory", plan="sweep")
+        == 1
+    )
+
+
+async def test_inventory_is_planned_again_after_the_size_is_lowered(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    everything = [inv_row(i) for i in range(1, 251)]
+    mocked.get(route, payload={"data": everything})  # 100 ids asked, the filter dropped
+    more = pagination(total_records=300, total_pages=2, page=1, last_page=False)
+    mocked.get(route, payload={"data": everything}, headers=more)
+    last = pagination(total_records=300, total_pages=2, page=2, last_page=True)
+    mocked.get(route, payload={"data": [inv_row(i) for i in range(251, 301)]}, headers=last)
+    rows = await client.inventory(range(1, 101))  # then 5 chunks of 20, or a 2-page sweep
+    assert sorted(r.variant_id for r in rows) == list(range(1, 101))
+    assert filter_sizes(mocked, "variant_id") == [100, 0, 0]
+
+
+async def test_inventory_probe_gives_up_a_long_sweep_for_id_chunks(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    client.ids_per_request = 20
+    mocked.get(
+        route,
+        payload={"data": [inv_row(i) for i in range(1, 251)]},
+        headers=pagination(total_records=5000, total_pages=20, page=1, last_page=False),
+    )
+    for start in range(1, 81, 20):
+        mocked.get(route, payload={"data": [inv_row(i) for i in range(start, start + 20)]})
+    rows = await client.inventory(range(1, 81))  # 4 chunks < a 20-page sweep
+    assert {r.variant_id for r in rows} == set(range(1, 81))
+    assert filter_sizes(mocked, "variant_id") == [0, 20, 20, 20, 20]
+    assert client.inventory_sweep_pages() == 20
 
 
 async def test_inventory_of_nothing_sends_nothing(client: KatanaClient, mocked: HttpMock) -> None:

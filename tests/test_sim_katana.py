@@ -215,6 +215,40 @@ async def test_array_params_repeated_and_bracketed(
     assert (bad.status, bad.body["code"]) == (422, "VALIDATION_FAILED")
 
 
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [("/inventory", "variant_id"), ("/variants", "ids"), ("/sales_orders", "ids")],
+)
+async def test_array_filters_over_the_quirk_limit_are_dropped_or_rejected(
+    sim: KatanaSim, client: aiohttp.ClientSession, path: str, param: str
+) -> None:
+    ids = sim.populate(30)
+    if path == "/sales_orders":
+        ids = [sim.create_sales_order([(v, 1)], location_id=1) for v in ids[:25]]
+    key = "variant_id" if path == "/inventory" else "id"
+    few = [(param, str(i)) for i in ids[:3]]
+    many = [(param, str(i)) for i in ids[:21]]
+    sim.quirks = KatanaQuirks(array_filter_limit=20, array_filter_over_limit="ignore")
+    at_limit = await get(
+        client, sim, path, [*[(param, str(i)) for i in ids[:20]], ("limit", "250")]
+    )
+    assert {row[key] for row in at_limit.body["data"]} == set(ids[:20])  # 20 still honoured
+    dropped = await get(client, sim, path, [*many, ("limit", "250")])
+    assert dropped.status == 200
+    assert {row[key] for row in dropped.body["data"]} > set(ids[:21])  # rows not asked for
+    bracketed = await get(client, sim, path, [(param + "[]", str(i)) for i in ids[:21]])
+    assert {row[key] for row in bracketed.body["data"]} - set(ids[:21])
+    sim.quirks = KatanaQuirks(array_filter_limit=20, array_filter_over_limit="reject")
+    rejected = await get(client, sim, path, many)
+    assert rejected.status == 400
+    assert param in rejected.body["message"] and rejected.body["name"] == "BadRequest"
+    still = await get(client, sim, path, few)
+    assert {row[key] for row in still.body["data"]} == set(ids[:3])
+    sim.quirks = KatanaQuirks()
+    unlimited = await get(client, sim, path, [*many, ("limit", "250")])
+    assert {row[key] for row in unlimited.body["data"]} == set(ids[:21])
+
+
 async def test_updated_at_min_sees_only_later_changes(
     sim: KatanaSim, client: aiohttp.ClientSession
 ) -> None:

@@ -57,7 +57,9 @@ async def run(ctx: Context) -> list[Row]:
 
 
 async def _one(ctx: Context, system: System, p: Burst) -> BurstRun:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, quirks=ctx.quirks
+    )
     try:
         if isinstance(system, Baseline):
             seed_levels(world)

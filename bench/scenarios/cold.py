@@ -59,7 +59,9 @@ async def run(ctx: Context) -> list[Row]:
 
 
 async def _katsyncd(ctx: Context, p: Cold) -> ColdRun:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, quirks=ctx.quirks
+    )
     system = Katsyncd(
         ctx.pg, ctx.workdir, NAME, sync=ctx.profile.sync.as_config(), rpm=p.katana_rpm
     )
@@ -82,7 +84,9 @@ async def _katsyncd(ctx: Context, p: Cold) -> ColdRun:
 
 
 async def _baseline(ctx: Context, p: Cold) -> ColdRun:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=BASELINE_BC_QUOTA)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=BASELINE_BC_QUOTA, quirks=ctx.quirks
+    )
     system = Baseline(
         ctx.workdir,
         NAME,

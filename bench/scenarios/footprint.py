@@ -53,7 +53,9 @@ async def run(ctx: Context) -> list[Row]:
 
 
 async def _katsyncd(ctx: Context, p: Footprint) -> Footprints:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, stores=1)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, stores=1, quirks=ctx.quirks
+    )
     system = Katsyncd(
         ctx.pg, ctx.workdir, NAME, sync=ctx.profile.sync.as_config(), rpm=p.katana_rpm,
         log_level="warning",
@@ -80,7 +82,9 @@ async def _katsyncd(ctx: Context, p: Footprint) -> Footprints:
 
 
 async def _baseline(ctx: Context, p: Footprint) -> Footprints:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, stores=1)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, stores=1, quirks=ctx.quirks
+    )
     system = Baseline(
         ctx.workdir, NAME, rpm=p.katana_rpm, initial_sync=True,
         initial_sync_max_skus=p.baseline_max_skus,

@@ -58,7 +58,9 @@ def _orders(world: World, n: int) -> list[int]:
 
 
 async def _one(ctx: Context, system: System, p: Ingest) -> dict[str, Any]:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=BC_QUOTA)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=BC_QUOTA, quirks=ctx.quirks
+    )
     try:
         so_ids = _orders(world, p.sales_orders)
         if isinstance(system, Baseline):

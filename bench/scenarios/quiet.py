@@ -93,7 +93,9 @@ def _candidates(world: World) -> list[str]:
 
 
 async def _one(ctx: Context, system: System, p: Quiet) -> QuietRun:
-    world = await build_world(p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota)
+    world = await build_world(
+        p.variants, katana_rpm=p.katana_rpm, bc_quota=p.bc_quota, quirks=ctx.quirks
+    )
     try:
         if isinstance(system, Baseline):
             seed_levels(world)

@@ -173,11 +173,21 @@ class KatanaApi:
         expected = self._sim.api_key.encode()
         return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), expected)
 
+    def _params(self, request: web.Request, *, dates: Iterable[str] = ()) -> Params:
+        """The query of a list endpoint, its array filters capped per the quirks."""
+        quirks = self._sim.quirks
+        return Params(
+            request.query,
+            dates=dates,
+            array_limit=quirks.array_filter_limit,
+            over_limit=quirks.array_filter_over_limit,
+        )
+
     def _find(self, request: web.Request, items: Iterable[T], keep: Callable[[T], bool]) -> list[T]:
         """The items passing ``keep``, remembered per query (paging aside) until the state
         changes, so walking N pages costs O(records) rather than O(pages x records)."""
         query = tuple(sorted((k, v) for k, v in request.query.items() if k not in _PAGING))
-        key = (request.path, query)
+        key = (request.path, (*query, ("quirks", repr(self._sim.quirks))))
         cached = self._cache.get(key)
         if cached is not None and cached[0] == self._state.version:
             found: list[T] = cached[1]
@@ -196,7 +206,7 @@ class KatanaApi:
 
     async def list_variants(self, request: web.Request) -> web.Response:
         """GET /variants."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         state = self._state
         ids, skus, types = p.ints("ids"), p.strs("sku"), p.strs("type")
         product_ids, material_ids = p.ints("product_id"), p.ints("material_id")
@@ -227,7 +237,7 @@ class KatanaApi:
 
     async def list_inventory(self, request: web.Request) -> web.Response:
         """GET /inventory: one row per (variant, location), oldest location first."""
-        p = Params(request.query)
+        p = self._params(request)
         state = self._state
         variant_ids, location_ids = p.ints("variant_id"), p.ints("location_id")
         if self._over_array_limit(p, "variant_id"):
@@ -268,7 +278,7 @@ class KatanaApi:
 
     async def list_movements(self, request: web.Request) -> web.Response:
         """GET /inventory_movements, newest first."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         ids, variant_ids = p.ints("ids"), p.ints("variant_ids")
         location_ids, types = p.ints("location_id"), p.strs("resource_type")
         resource_ids, order_ids = p.ints("resource_id"), p.ints("caused_by_resource_id")
@@ -295,7 +305,7 @@ class KatanaApi:
 
     async def list_sales_orders(self, request: web.Request) -> web.Response:
         """GET /sales_orders with nested rows."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         ids, statuses, deleted = p.ints("ids"), p.strs("status"), p.flag("include_deleted")
         string_filters = {
             name: p.strs(name)
@@ -335,7 +345,7 @@ class KatanaApi:
 
     async def list_sales_order_rows(self, request: web.Request) -> web.Response:
         """GET /sales_order_rows (the place where deleted rows show, with include_deleted)."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         ids, order_ids = p.ints("ids"), p.ints("sales_order_ids")
         variant_ids, locations = p.ints("variant_id"), p.ints("location_id")
         deleted = p.flag("include_deleted")
@@ -363,7 +373,7 @@ class KatanaApi:
 
     async def list_locations(self, request: web.Request) -> web.Response:
         """GET /locations."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         ids, names, deleted = p.ints("ids"), p.strs("name"), p.flag("include_deleted")
         primary = None if p.first("is_primary") is None else p.flag("is_primary")
 
@@ -387,7 +397,7 @@ class KatanaApi:
 
     async def list_manufacturing_orders(self, request: web.Request) -> web.Response:
         """GET /manufacturing_orders."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         ids, statuses, locations = p.ints("ids"), p.strs("status"), p.ints("location_id")
         deleted = p.flag("include_deleted")
 
@@ -411,7 +421,7 @@ class KatanaApi:
 
     async def list_recipe_rows(self, request: web.Request) -> web.Response:
         """GET /manufacturing_order_recipe_rows."""
-        p = Params(request.query, dates=_DATES)
+        p = self._params(request, dates=_DATES)
         ids, orders = p.ints("ids"), p.ints("manufacturing_order_id")
         variant_ids = p.ints("variant_id")
 
@@ -455,7 +465,7 @@ class KatanaApi:
 
     async def list_webhooks(self, request: web.Request) -> web.Response:
         """GET /webhooks."""
-        p = Params(request.query)
+        p = self._params(request)
         ids, urls = p.ints("ids"), p.strs("url")
         enabled = None if p.first("enabled") is None else p.flag("enabled")
 

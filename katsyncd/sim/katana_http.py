@@ -202,12 +202,25 @@ class FaultPlan:
 
 class Params:
     """Query parameters the way Katana reads them: arrays as ``k=1&k=2`` or ``k[]=1&k[]=2``,
-    unknown keys ignored, bad values of known keys answered with 422."""
+    unknown keys ignored, bad values of known keys answered with 422.
 
-    def __init__(self, query: MultiMapping[str], *, dates: Iterable[str] = ()) -> None:
+    ``array_limit`` plays a gateway that honours at most that many values per array filter
+    (``KatanaQuirks.array_filter_limit``): above it the filter is dropped (``ignore``) or the
+    request answered 400 naming the parameter (``reject``)."""
+
+    def __init__(
+        self,
+        query: MultiMapping[str],
+        *,
+        dates: Iterable[str] = (),
+        array_limit: int | None = None,
+        over_limit: str = "ignore",
+    ) -> None:
         """``dates`` names the date filters the endpoint knows (``"updated_at"`` means
         ``updated_at_min`` and ``updated_at_max``); they are parsed, and rejected, up front."""
         self._query = query
+        self._array_limit = array_limit
+        self._over_limit = over_limit
         self._times = {
             name: self._parse_time(name)
             for field in dates
@@ -224,14 +237,29 @@ class Params:
         return values[0] if values else None
 
     def strs(self, name: str) -> set[str] | None:
-        """An array filter of strings, or None when absent."""
-        values = self.values(name)
+        """An array filter of strings, or None when absent (or dropped above the limit)."""
+        values = self._array(name)
         return set(values) if values else None
 
     def ints(self, name: str) -> set[int] | None:
-        """An array filter of integers, or None when absent."""
-        values = self.values(name)
+        """An array filter of integers, or None when absent (or dropped above the limit)."""
+        values = self._array(name)
         return {self._to_int(name, value) for value in values} if values else None
+
+    def _array(self, name: str) -> list[str]:
+        values = self.values(name)
+        limit = self._array_limit
+        if limit is None or len(values) <= limit:
+            return values
+        if self._over_limit == "reject":
+            raise ApiError(
+                400,
+                f"Too many values for query parameter '{name}': {len(values)} (at most {limit})",
+                details=[
+                    detail(f".{name}", "maxItems", f"should NOT have more than {limit} items")
+                ],
+            )
+        return []  # ignore: like qs past its arrayLimit, the filter silently disappears
 
     def integer(self, name: str) -> int | None:
         """A single integer, or None when absent."""

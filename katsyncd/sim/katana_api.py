@@ -18,7 +18,6 @@ from katsyncd.sim.katana_http import (
     FaultPlan,
     Params,
     RateWindow,
-    detail,
     error_response,
     find,
     paginated,
@@ -240,8 +239,6 @@ class KatanaApi:
         p = self._params(request)
         state = self._state
         variant_ids, location_ids = p.ints("variant_id"), p.ints("location_id")
-        if self._over_array_limit(p, "variant_id"):
-            variant_ids = None  # the gateway dropped the filter (KatanaQuirks.array_filter_*)
         archived = p.flag("include_archived")
         if variant_ids is None:
             keys = state.inventory_keys()
@@ -261,20 +258,6 @@ class KatanaApi:
         extend = p.strs("extend") or set()
         found = self._find(request, keys, keep)
         return paginated(p, found, lambda key: inventory_json(state, key, extend))
-
-    def _over_array_limit(self, p: Params, name: str) -> bool:
-        """Whether the array filter ``name`` has more values than the quirk's limit: ``ignore``
-        answers True (the caller drops the filter), ``reject`` raises a 400 naming it.
-
-        Minimal version for ``/inventory`` ``variant_id`` only (doctor's filter probe)."""
-        limit = self._sim.quirks.array_filter_limit
-        if limit is None or len(p.values(name)) <= limit:
-            return False
-        if self._sim.quirks.array_filter_over_limit == "reject":
-            message = f"should NOT have more than {limit} items"
-            problem = detail(f".{name}", "maxItems", message, limit=limit)
-            raise ApiError(400, f"too many values for {name}", details=[problem])
-        return True
 
     async def list_movements(self, request: web.Request) -> web.Response:
         """GET /inventory_movements, newest first."""

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 
 from katsyncd.db import migrate
+from katsyncd.sim.quirks import Quirks, optimistic, pessimistic
 
 TEMPLATE_DB = f"katsyncd_tpl_{os.getpid()}"
 
@@ -98,3 +99,10 @@ async def db_url(pg_server_url: str, template_db: str) -> AsyncIterator[str]:
 @pytest.fixture
 def repo_root() -> Path:
     return Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(params=["optimistic", "pessimistic"])
+def quirks(request: pytest.FixtureRequest) -> Quirks:
+    """Both readings of every loosely documented API behaviour (``katsyncd/sim/quirks.py``):
+    a test that takes this fixture runs once against each."""
+    return optimistic() if request.param == "optimistic" else pessimistic()

@@ -13,6 +13,7 @@ import asyncpg
 import pytest
 
 from katsyncd.ingest import SUBSCRIBED_EVENTS
+from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World, free_port
 from tests.harness import DaemonProcess, converge, make_config_data, write_config
 
@@ -22,8 +23,12 @@ N_VARIANTS = 300
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = await World.start(katana_rpm=600, bc_quota=150, webhook_retry_delays=(0.5, 1.0, 2.0))
+async def world(quirks: Quirks) -> AsyncIterator[World]:
+    """Burst, kill -9 and SIGTERM catch-up run against both readings of the loosely
+    documented API behaviours."""
+    w = await World.start(
+        katana_rpm=600, bc_quota=150, webhook_retry_delays=(0.5, 1.0, 2.0), quirks=quirks
+    )
     w.katana.populate(N_VARIANTS, locations=2, seed=3)
     skus = [f"KS-{i:05d}" for i in range(N_VARIANTS)]
     w.add_store("main", skus)

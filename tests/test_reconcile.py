@@ -39,6 +39,7 @@ from katsyncd.reconcile import (
     suspect_variants,
 )
 from katsyncd.sim.bigcommerce import SimStore
+from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World, WorldStore, free_port
 from tests.bcspec import make_validator
 from tests.cli_helpers import run_cli
@@ -477,7 +478,20 @@ async def test_store_switched_on_by_reload_is_reconciled_soon(world: World, db_u
         await eventually(lambda: late.sim.level("ON-1") == 5)
 
 
-async def test_catch_up_gap_gets_a_reconcile(world: World, db_url: str) -> None:
+@pytest.fixture
+async def any_world(quirks: Quirks) -> AsyncIterator[World]:
+    """The catch-up test runs against both readings of the loosely documented behaviours."""
+    w = await World.start(
+        katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0), quirks=quirks
+    )
+    w.bc.request_validator = make_validator()
+    yield w
+    assert w.bc.spec_violations == []
+    await w.stop()
+
+
+async def test_catch_up_gap_gets_a_reconcile(any_world: World, db_url: str) -> None:
+    world = any_world
     cat = build_catalogue(world)
     conn = await asyncpg.connect(db_url)
     try:

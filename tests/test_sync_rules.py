@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World
 from tests.harness import converge, eventually, get_json, running_daemon
 
@@ -15,8 +16,11 @@ pytestmark = pytest.mark.timeout(90)
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = await World.start(katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0))
+async def world(quirks: Quirks) -> AsyncIterator[World]:
+    """Every rule runs against both readings of the loosely documented API behaviours."""
+    w = await World.start(
+        katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0), quirks=quirks
+    )
     yield w
     await w.stop()
 

@@ -81,7 +81,7 @@ def specs_dir() -> Path:
     configured = os.environ.get("KATSYNCD_BC_SPECS_DIR")
     if configured:
         return Path(configured)
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = Path(__file__).resolve().parents[2]
     return (repo_root.parent / "shared" / "specs" / "bigcommerce").resolve()
 
 

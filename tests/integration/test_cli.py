@@ -8,7 +8,7 @@ import asyncpg
 import pytest
 
 from katsyncd.db import load_migrations
-from tests.cli_helpers import run_cli
+from tests.support.cli_helpers import run_cli
 
 GOOD = """
 [database]

@@ -26,7 +26,7 @@ from katsyncd.ratelimit import BcLimiter
 from katsyncd.sim.bigcommerce import WRITE_ERROR_TITLES, BigCommerceSim, SimStore
 from katsyncd.sim.quirks import BigCommerceQuirks, Quirks
 from katsyncd.sim.world import World
-from tests.support.bcspec import make_validator
+from tests.support.bcspec import make_validator, spec_checked
 from tests.support.harness import (
     eventually,
     get_json,
@@ -57,12 +57,8 @@ def quirks(request: pytest.FixtureRequest) -> BigCommerceQuirks:
 
 @pytest.fixture
 async def sim(quirks: BigCommerceQuirks) -> AsyncIterator[BigCommerceSim]:
-    simulator = BigCommerceSim(quirks=quirks)
-    simulator.request_validator = make_validator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-    assert simulator.spec_violations == []
+    async with spec_checked(BigCommerceSim(quirks=quirks)) as simulator:
+        yield simulator
 
 
 @pytest.fixture

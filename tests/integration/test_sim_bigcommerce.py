@@ -25,6 +25,7 @@ from tests.support.bcspec import (
     SpecViolation,
     make_response_checker,
     make_validator,
+    spec_checked,
     specs_dir,
 )
 
@@ -130,12 +131,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def sim(validator: RequestValidator, clock: FakeClock) -> AsyncIterator[BigCommerceSim]:
-    simulator = BigCommerceSim(clock=clock)
-    simulator.request_validator = validator
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-    assert simulator.spec_violations == []
+    async with spec_checked(BigCommerceSim(clock=clock), validator) as simulator:
+        yield simulator
 
 
 @pytest.fixture

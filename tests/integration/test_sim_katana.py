@@ -87,9 +87,9 @@ async def sim() -> AsyncIterator[KatanaSim]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+def client(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """The shared ``session`` fixture, under the name these tests use."""
+    return session
 
 
 # ---------------------------------------------------------------------- a webhook receiver

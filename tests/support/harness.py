@@ -205,11 +205,11 @@ class DaemonProcess:
         self.proc.wait(10)
 
     async def wait_exit(self, limit: float = 30.0) -> int:
-        assert self.proc is not None
-        deadline = time.monotonic() + limit
-        while self.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a child process: there is no event to await)
-            await asyncio.sleep(0.05)
-        code = self.proc.poll()
+        proc = self.proc
+        assert proc is not None
+        # Polling a child process: there is no event to await.
+        await eventually(lambda: proc.poll() is not None, limit)
+        code = proc.poll()
         assert code is not None, "daemon did not exit"
         return code
 

@@ -481,7 +481,7 @@ import pathlib, signal, sys, time
 hups = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGHUP, lambda *_: hups.write_text(str(int(hups.read_text()) + 1)))
 hups.write_text("0")
-time.sleep(60)
+time.sleep(60)  # stays alive to be signalled; the test kills it
 """
 RELOADER_WAIT_SECONDS = 10.0
 

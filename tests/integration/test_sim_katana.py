@@ -117,7 +117,7 @@ class Receiver:
         self.received.append(Received(dict(request.headers), await request.read()))
         self.arrived.set()
         if len(self.received) <= self.stall_first:
-            await asyncio.sleep(self.stall_seconds)
+            await asyncio.sleep(self.stall_seconds)  # the scenario: a receiver that hangs
         if len(self.received) <= self.fail_first:
             return web.Response(status=503)
         return web.Response(status=200)

@@ -25,7 +25,7 @@ import structlog
 from katsyncd.db import migrate
 from katsyncd.sim.quirks import KatanaQuirks, Quirks
 from katsyncd.sim.world import World
-from tests.harness import running_daemon
+from tests.support.harness import running_daemon
 
 
 async def _fresh_db(admin_url: str) -> tuple[str, str]:

@@ -1323,7 +1323,7 @@ class BigCommerceSim:
 
     ``request_validator``, when set, sees every request first; if it raises, the request is
     answered 400 (problem+json carrying the message) and the message is appended to
-    ``spec_violations``. Tests install ``tests.bcspec.make_validator()`` there.
+    ``spec_violations``. Tests install ``tests.support.bcspec.make_validator()`` there.
     """
 
     def __init__(

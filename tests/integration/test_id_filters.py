@@ -24,7 +24,7 @@ from katsyncd.models import KatanaVariant, SalesOrder, SalesOrderRow
 from katsyncd.ratelimit import KatanaLimiter
 from katsyncd.sim.quirks import KatanaQuirks, OverLimit, Quirks
 from katsyncd.sim.world import World
-from tests.harness import converge, eventually, get_json, running_daemon
+from tests.support.harness import converge, eventually, get_json, running_daemon
 
 pytestmark = pytest.mark.timeout(240)
 

@@ -7,17 +7,7 @@ import random
 import pytest
 
 from katsyncd.backoff import backoff_delay, doubled, escalating_delay, exponential
-
-
-class FixedDraw(random.Random):
-    """A Random whose uniform(a, b) always lands at the same fraction of the range."""
-
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.fraction
+from tests.support.clocks import FixedDraw
 
 
 def test_exponential_doubles_from_base_and_caps() -> None:

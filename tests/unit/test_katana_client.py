@@ -6,10 +6,8 @@ The limiter runs on a jumping clock (its sleeps return at once and move time for
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
@@ -17,7 +15,6 @@ from typing import Any
 import aiohttp
 import pytest
 import structlog
-from yarl import URL
 
 from katsyncd.katana import (
     KatanaAuthError,
@@ -33,28 +30,11 @@ from katsyncd.katana import (
 from katsyncd.metrics import Metrics
 from katsyncd.models import InventoryRow, Priority
 from katsyncd.ratelimit import KatanaLimiter
-from tests.httpmock import HttpMock
+from tests.support.clocks import JumpClock
+from tests.support.httpmock import HttpMock
 
 BASE = "http://katana.test/v1"
 API_KEY = "sk-test-0123456789abcdef"
-WALL = 1_700_000_000.0
-
-
-class JumpClock:
-    """A clock whose sleep returns at once after moving time forward by the delay."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def wall(self) -> float:
-        return WALL + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
 
 
 def endpoint(path: str) -> re.Pattern[str]:
@@ -65,34 +45,12 @@ def pagination(**values: Any) -> dict[str, str]:
     return {"X-Pagination": json.dumps(values)}
 
 
-def sent(mocked: HttpMock) -> list[tuple[str, URL, dict[str, Any]]]:
-    """Every request, as (method, url with query, kwargs)."""
-    return [
-        (method, url, call.kwargs)
-        for (method, url), calls in mocked.requests.items()
-        for call in calls
-    ]
-
-
 def count(mocked: HttpMock) -> int:
-    return len(sent(mocked))
+    return len(mocked.sent())
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float:
     return metrics.registry.get_sample_value(name, labels) or 0.0
-
-
-@pytest.fixture
-def mocked() -> Iterator[HttpMock]:
-    mock = HttpMock()
-    with mock:
-        yield mock
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture
@@ -144,7 +102,7 @@ async def test_get_page_sends_bearer_key_and_accept(client: KatanaClient, mocked
     rows, last = await client.get_page("/locations", [("limit", "50")], priority=Priority.POLL)
     assert rows == [{"id": 1, "name": "Main"}]
     assert last  # short page, no header
-    ((_, url, kwargs),) = sent(mocked)
+    ((_, url, kwargs),) = mocked.sent()
     assert str(url).startswith(BASE + "/locations")
     assert kwargs["headers"]["Authorization"] == f"Bearer {API_KEY}"
     assert kwargs["headers"]["Accept"] == "application/json"
@@ -171,9 +129,9 @@ async def test_pages_follow_x_pagination(
     mocked.get(route, payload={"data": [{"id": 2, "name": "B"}]}, headers=pagination(**second))
     locations = await client.locations()
     assert [loc.id for loc in locations] == [1, 2]
-    pages = [url.query.get("page") for _, url, _ in sent(mocked)]
+    pages = [url.query.get("page") for _, url, _ in mocked.sent()]
     assert pages == ["1", "2"]
-    assert all(url.query.get("limit") == "250" for _, url, _ in sent(mocked))
+    assert all(url.query.get("limit") == "250" for _, url, _ in mocked.sent())
 
 
 async def test_without_header_a_short_page_is_the_last(
@@ -228,10 +186,10 @@ async def test_inventory_sends_repeated_variant_ids_in_chunks(
     mocked.get(route, payload={"data": [inv_row(3, in_stock=1.25), inv_row(4)]})
     mocked.get(route, payload={"data": [inv_row(5, in_stock=None)]})
     rows = await client.inventory([5, 4, 3, 2, 1, 1], ids_per_request=2)
-    requested = [url.query.getall("variant_id") for _, url, _ in sent(mocked)]
+    requested = [url.query.getall("variant_id") for _, url, _ in mocked.sent()]
     assert sorted(requested) == [["1", "2"], ["3", "4"], ["5"]]
-    assert all(url.query.get("limit") == "250" for _, url, _ in sent(mocked))
-    assert {r.variant_id for r in rows} == {1, 2, 3, 4, 5}
+    assert all(url.query.get("limit") == "250" for _, url, _ in mocked.sent())
+    assert {r.variant_id for r in rows} == {1, 2, 3, 4, 5}  # 99 was not asked for
     by_variant = {r.variant_id: r for r in rows}
     assert by_variant[2] == InventoryRow(2, 2, Decimal(3), Decimal("2.5"))
     assert by_variant[3].in_stock == Decimal("1.25")
@@ -252,7 +210,7 @@ def variant_row(variant_id: int) -> dict[str, Any]:
 
 
 def filter_sizes(mocked: HttpMock, param: str) -> list[int]:
-    return [len(url.query.getall(param, [])) for _, url, _ in sent(mocked)]
+    return [len(url.query.getall(param, [])) for _, url, _ in mocked.sent()]
 
 
 async def test_an_ignored_id_filter_lowers_the_chunk_size_and_rereads(
@@ -424,7 +382,7 @@ async def test_variants_send_iso_ms_z_dates_and_parse_leniently(
     mocked.get(endpoint("/variants"), payload={"data": rows})
     since = datetime(2024, 1, 2, 4, 4, 5, 678_901, tzinfo=timezone(timedelta(hours=1)))
     pages = [p async for p in client.variants(updated_at_min=since)]
-    ((_, url, _),) = sent(mocked)
+    ((_, url, _),) = mocked.sent()
     assert url.query["updated_at_min"] == "2024-01-02T03:04:05.678Z"
     assert url.query["include_deleted"] == "true"
     first, second = pages[0]
@@ -438,7 +396,7 @@ async def test_variants_send_iso_ms_z_dates_and_parse_leniently(
 async def test_variants_by_ids_chunk_repeated_ids(client: KatanaClient, mocked: HttpMock) -> None:
     mocked.get(endpoint("/variants"), payload={"data": []}, repeat=True)
     assert [p async for p in client.variants_by_ids(range(1, 252))] == []
-    sizes = sorted(len(url.query.getall("ids")) for _, url, _ in sent(mocked))
+    sizes = sorted(len(url.query.getall("ids")) for _, url, _ in mocked.sent())
     assert sizes == [1, 250]
 
 
@@ -464,9 +422,9 @@ async def test_sales_orders_by_ids_are_chunked_250_per_request(
     mocked.get(route, payload={"data": [so_row(1, "1.00000")]})
     mocked.get(route, payload={"data": [so_row(300, 2)]})
     pages = [p async for p in client.sales_orders(ids=range(1, 301), status="NOT_SHIPPED")]
-    sizes = sorted(len(url.query.getall("ids")) for _, url, _ in sent(mocked))
+    sizes = sorted(len(url.query.getall("ids")) for _, url, _ in mocked.sent())
     assert sizes == [50, 250]
-    assert all(url.query["status"] == "NOT_SHIPPED" for _, url, _ in sent(mocked))
+    assert all(url.query["status"] == "NOT_SHIPPED" for _, url, _ in mocked.sent())
     orders = [o for page in pages for o in page]
     assert [o.rows[0].quantity for o in orders] == [Decimal(1), Decimal(2)]
     assert orders[0].rows[0].location_id is None
@@ -486,7 +444,7 @@ async def test_inventory_movements(client: KatanaClient, mocked: HttpMock) -> No
     since = datetime(2024, 5, 1, tzinfo=UTC)
     (page,) = [p async for p in client.inventory_movements(updated_at_min=since)]
     assert page[0].variant_id == 2 and page[0].updated_at.microsecond == 100_000
-    ((_, url, _),) = sent(mocked)
+    ((_, url, _),) = mocked.sent()
     assert url.query["updated_at_min"] == "2024-05-01T00:00:00.000Z"
 
 
@@ -508,7 +466,7 @@ async def test_sales_order_rows_since_with_deleted(client: KatanaClient, mocked:
         (7, 3, Decimal("1.5"), True),
         (8, 3, Decimal(4), False),
     ]
-    ((_, url, _),) = sent(mocked)
+    ((_, url, _),) = mocked.sent()
     assert url.query["updated_at_min"] == "2024-05-01T00:00:00.000Z"
     assert url.query["include_deleted"] == "true"  # nested rows never show deletions
 
@@ -696,7 +654,7 @@ async def test_webhook_registration_calls(client: KatanaClient, mocked: HttpMock
     assert (await client.update_webhook(4, enabled=False))["enabled"] is False
     await client.delete_webhook(4)
     await client.delete_webhook(5)  # already gone: fine
-    calls = {method: kwargs for method, _, kwargs in sent(mocked)}
+    calls = {method: kwargs for method, _, kwargs in mocked.sent()}
     assert calls["POST"]["json"] == {
         "url": hook["url"],
         "subscribed_events": ["sales_order.created"],
@@ -722,7 +680,7 @@ async def test_base_url_and_key_can_be_swapped_on_reload(
     client.api_key = "new-key"
     mocked.get(re.compile(r"^http://other\.test/v1/locations\?.*$"), payload={"data": []})
     await client.locations()
-    ((_, url, kwargs),) = sent(mocked)
+    ((_, url, kwargs),) = mocked.sent()
     assert url.host == "other.test"
     assert kwargs["headers"]["Authorization"] == "Bearer new-key"
 

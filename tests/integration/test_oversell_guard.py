@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
+from katsyncd.daemon import Daemon
 from katsyncd.sim.world import World
 from katsyncd.writer import split_for_guard
-from tests.harness import eventually, running_daemon
+from tests.support.harness import eventually, get_json, running_daemon
 
 pytestmark = pytest.mark.timeout(90)
 
 DELAY = 2.0
-
-
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = await World.start(katana_rpm=6000, bc_quota=1000)
-    yield w
-    await w.stop()
 
 
 def row(
@@ -38,6 +30,12 @@ def row(
         "guard_checked": checked,
         "rereading": rereading,
     }
+
+
+async def main_status(d: Daemon, key: str, expected: int) -> bool:
+    """Store "main" in ``/status`` shows ``key == expected``."""
+    _, status = await get_json(d, "/status")
+    return bool([s[key] for s in status["stores"] if s["name"] == "main"] == [expected])
 
 
 def test_split_for_guard_rules() -> None:
@@ -84,12 +82,14 @@ async def test_increase_undone_during_the_hold_is_never_written(world: World, db
     store = world.add_store(
         "main", ["G-B"], settings={"oversell_guard": True, "increase_delay_seconds": DELAY}
     )
-    async with running_daemon(world, db_url):
+    async with running_daemon(world, db_url) as d:
         await eventually(lambda: store.sim.level("G-B") == 10)
         k.receive_purchase_order(v, a, 5)  # 15: held
-        await asyncio.sleep(0.5)
+        await eventually(lambda: main_status(d, "held_by_oversell_guard", 1))
         k.create_sales_order([(v, 5)], location_id=a, ecommerce_order_type="bigCommerce")  # 10
-        await asyncio.sleep(DELAY + 3)
+        # Desired is back at what BigCommerce has: nothing left to write, ever (a write of 15
+        # would have left pushed = 15 and a backlog until 10 was written again).
+        await eventually(lambda: main_status(d, "backlog", 0))
         written = [i["quantity"] for adj in store.sim.adjustments for i in adj["items"]]
         assert 15 not in written
         assert store.sim.level("G-B") == 10

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import math
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -41,9 +41,16 @@ from katsyncd.reconcile import (
 from katsyncd.sim.bigcommerce import SimStore
 from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World, WorldStore, free_port
-from tests.bcspec import make_validator
-from tests.cli_helpers import run_cli
-from tests.harness import converge, eventually, get_json, running_daemon, write_config
+from tests.support.bcspec import make_validator
+from tests.support.cli_helpers import run_cli
+from tests.support.harness import (
+    converge,
+    eventually,
+    get_json,
+    running_daemon,
+    start_world,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -231,12 +238,10 @@ def _sell(cat: Catalogue) -> None:
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = await World.start(katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0))
-    w.bc.request_validator = make_validator()
-    yield w
-    assert w.bc.spec_violations == []
-    await w.stop()
+def world(world: World) -> Iterator[World]:
+    world.bc.request_validator = make_validator()
+    yield world
+    assert world.bc.spec_violations == []
 
 
 def config_for(world: World, db_url: str, **sync: Any) -> Config:
@@ -481,9 +486,7 @@ async def test_store_switched_on_by_reload_is_reconciled_soon(world: World, db_u
 @pytest.fixture
 async def any_world(quirks: Quirks) -> AsyncIterator[World]:
     """The catch-up test runs against both readings of the loosely documented behaviours."""
-    w = await World.start(
-        katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0), quirks=quirks
-    )
+    w = await start_world(quirks)
     w.bc.request_validator = make_validator()
     yield w
     assert w.bc.spec_violations == []

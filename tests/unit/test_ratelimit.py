@@ -7,12 +7,12 @@ async tests are deterministic and take no wall-clock time.
 from __future__ import annotations
 
 import asyncio
-import random
 
 import pytest
 
 from katsyncd.models import Priority
 from katsyncd.ratelimit import BcLimiter, KatanaLimiter
+from tests.support.clocks import FixedDraw
 
 LIVE, POLL, RECONCILE = Priority.LIVE, Priority.POLL, Priority.RECONCILE
 WALL_EPOCH = 1_700_000_000.0
@@ -389,15 +389,6 @@ def bc_headers(
         "X-Rate-Limit-Requests-Quota": str(quota),
         "X-Rate-Limit-Time-Window-Ms": str(window_ms),
     }
-
-
-class FixedDraw(random.Random):
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.fraction
 
 
 def bc(clock: ManualClock, **kwargs: object) -> BcLimiter:

@@ -6,12 +6,10 @@ so rate-limit waits cost no wall-clock time; retry backoff uses a tiny base.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
-import random
 import re
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -33,8 +31,9 @@ from katsyncd.bigcommerce import (
 from katsyncd.metrics import Metrics
 from katsyncd.models import AbsoluteItem, BcItem
 from katsyncd.ratelimit import BcLimiter
-from tests.bcspec import make_validator
-from tests.httpmock import HttpMock, reply
+from tests.support.bcspec import make_validator
+from tests.support.clocks import FixedDraw, JumpClock
+from tests.support.httpmock import HttpMock, reply
 
 API = "http://bc.test"
 STORE_HASH = "abc123"
@@ -48,29 +47,6 @@ LOCATION_NOT_FOUND = "Location not found, identities: [3,2]"
 NEEDS_ABSOLUTE = (
     "Items with identity: [product_id 113] requires absolute adjustment before relative"
 )
-
-
-class JumpClock:
-    """A clock whose sleep returns at once after moving time forward by the delay."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
-        await asyncio.sleep(0)
-
-
-class FixedDraw(random.Random):
-    def __init__(self, fraction: float) -> None:
-        super().__init__(0)
-        self.fraction = fraction
-
-    def uniform(self, a: float, b: float) -> float:
-        return a + (b - a) * self.fraction
 
 
 def route(path: str) -> re.Pattern[str]:
@@ -132,19 +108,6 @@ class FakeStore:
             title = self.title(hit) if self.title else "Payload contains invalid fields"
             return reply(422, payload=problem(title))
         return reply(200, payload={"transaction_id": f"t{len(self.batches)}"})
-
-
-@pytest.fixture
-def mocked() -> Iterator[HttpMock]:
-    mock = HttpMock()
-    with mock:
-        yield mock
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 @pytest.fixture

@@ -8,7 +8,8 @@ import asyncpg
 import pytest
 
 from katsyncd.db import load_migrations
-from tests.cli_helpers import run_cli
+from tests.support.cli_helpers import run_cli
+from tests.support.pg import empty_database
 
 GOOD = """
 [database]
@@ -48,31 +49,35 @@ async def test_check_config_errors_name_file_and_key(
     assert f"{path}: stores[0].store_hsh: unknown key" in err
 
 
-async def test_migrate_applies_every_migration(tmp_path: Path, db_url: str) -> None:
-    conn = await asyncpg.connect(db_url)
-    try:
-        await conn.execute("DROP TABLE schema_migrations")  # pretend 0002+ never ran
-        await conn.execute(
-            "ALTER TABLE item_level DROP COLUMN increase_since, DROP COLUMN guard_checked_at"
-        )
-        await conn.execute(
-            "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
-            "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
-        await conn.execute("INSERT INTO schema_migrations (version, name) VALUES (1, 'initial')")
-        path = write(tmp_path, GOOD.format(url=db_url))
-        assert await run_cli(["migrate", "--config", str(path)]) == 0
-        versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
-        assert sorted(versions) == [m.version for m in load_migrations()]
-        cols = {
-            r[0]
-            for r in await conn.fetch(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'item_level'"
+async def test_migrate_applies_every_migration(tmp_path: Path, pg_server_url: str) -> None:
+    async with empty_database(pg_server_url) as url:
+        conn = await asyncpg.connect(url)
+        try:
+            first = load_migrations()[0]  # a database from the first release: 0002+ never ran
+            await conn.execute(first.sql)
+            await conn.execute(
+                "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
+                "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
             )
-        }
-        assert {"increase_since", "guard_checked_at"} <= cols
-    finally:
-        await conn.close()
+            await conn.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                first.version,
+                first.name,
+            )
+            path = write(tmp_path, GOOD.format(url=url))
+            assert await run_cli(["migrate", "--config", str(path)]) == 0
+            versions = [r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")]
+            assert sorted(versions) == [m.version for m in load_migrations()]
+            cols = {
+                r[0]
+                for r in await conn.fetch(
+                    "SELECT column_name FROM information_schema.columns"
+                    " WHERE table_name = 'item_level'"
+                )
+            }
+            assert {"increase_since", "guard_checked_at"} <= cols  # from 0002
+        finally:
+            await conn.close()
 
 
 async def test_run_refuses_without_webhook_token(

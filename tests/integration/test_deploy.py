@@ -31,7 +31,7 @@ import yaml
 from katsyncd.config import load_config
 from katsyncd.metrics import Metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -481,7 +481,7 @@ import pathlib, signal, sys, time
 hups = pathlib.Path(sys.argv[1])
 signal.signal(signal.SIGHUP, lambda *_: hups.write_text(str(int(hups.read_text()) + 1)))
 hups.write_text("0")
-time.sleep(60)
+time.sleep(60)  # stays alive to be signalled; the test kills it
 """
 RELOADER_WAIT_SECONDS = 10.0
 
@@ -519,11 +519,13 @@ def test_config_reloader_sends_sighup_on_change(tmp_path: Path) -> None:
     ):
         try:
             assert _wait_for(hups.exists, RELOADER_WAIT_SECONDS)
-            time.sleep(0.5)  # a few polls without a change: no signal
+            # Not a wait for a state: time passes (2+ polls of 0.2 s) with no change; a wrong
+            # signal would show below.
+            time.sleep(0.5)
             assert hups.read_text() == "0"
             (etc / "katsyncd.toml").write_text("[sync]\ndebounce_seconds = 3.0\n")
             assert _wait_for(lambda: hups.read_text() == "1", RELOADER_WAIT_SECONDS)
-            time.sleep(0.5)  # one change, one signal
+            time.sleep(0.5)  # more polls after the change: still one signal, not one a poll
             assert hups.read_text() == "1"
         finally:
             reloader.kill()

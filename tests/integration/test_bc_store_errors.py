@@ -26,8 +26,16 @@ from katsyncd.ratelimit import BcLimiter
 from katsyncd.sim.bigcommerce import WRITE_ERROR_TITLES, BigCommerceSim, SimStore
 from katsyncd.sim.quirks import BigCommerceQuirks, Quirks
 from katsyncd.sim.world import World
-from tests.bcspec import make_validator
-from tests.harness import eventually, get_json, make_config_data, running_daemon, write_config
+from tests.support.bcspec import make_validator, spec_checked
+from tests.support.harness import (
+    eventually,
+    get_json,
+    make_config_data,
+    metric,
+    running_daemon,
+    start_world,
+    write_config,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -49,12 +57,8 @@ def quirks(request: pytest.FixtureRequest) -> BigCommerceQuirks:
 
 @pytest.fixture
 async def sim(quirks: BigCommerceQuirks) -> AsyncIterator[BigCommerceSim]:
-    simulator = BigCommerceSim(quirks=quirks)
-    simulator.request_validator = make_validator()
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-    assert simulator.spec_violations == []
+    async with spec_checked(BigCommerceSim(quirks=quirks)) as simulator:
+        yield simulator
 
 
 @pytest.fixture
@@ -258,20 +262,11 @@ async def test_catalogue_index_is_the_same_in_both_include_fields_readings(
 
 @pytest.fixture
 async def world(quirks: BigCommerceQuirks) -> AsyncIterator[World]:
-    w = await World.start(
-        katana_rpm=6000,
-        bc_quota=1000,
-        webhook_retry_delays=(0.2, 0.5, 1.0),
-        quirks=Quirks(bigcommerce=quirks),
-    )
+    w = await start_world(Quirks(bigcommerce=quirks))
     w.bc.request_validator = make_validator()
     yield w
     assert w.bc.spec_violations == []
     await w.stop()
-
-
-def metric(d: Any, name: str, **labels: str) -> float:
-    return d.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
 def store_status(body: dict[str, Any], name: str) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import hmac
 import json
 import random
@@ -20,6 +19,7 @@ from multidict import CIMultiDict
 
 from katsyncd.sim.katana import KatanaSim
 from katsyncd.sim.quirks import InventoryEventShape, KatanaQuirks
+from tests.support.harness import katana_signature
 
 KEY = "test-katana-key"
 T0 = 1_700_000_000.0  # a fixed epoch second for the fake clock
@@ -87,9 +87,9 @@ async def sim() -> AsyncIterator[KatanaSim]:
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
+def client(session: aiohttp.ClientSession) -> aiohttp.ClientSession:
+    """The shared ``session`` fixture, under the name these tests use."""
+    return session
 
 
 # ---------------------------------------------------------------------- a webhook receiver
@@ -117,7 +117,7 @@ class Receiver:
         self.received.append(Received(dict(request.headers), await request.read()))
         self.arrived.set()
         if len(self.received) <= self.stall_first:
-            await asyncio.sleep(self.stall_seconds)
+            await asyncio.sleep(self.stall_seconds)  # the scenario: a receiver that hangs
         if len(self.received) <= self.fail_first:
             return web.Response(status=503)
         return web.Response(status=200)
@@ -155,7 +155,7 @@ async def receiver() -> AsyncIterator[Receiver]:
 
 
 def signature_ok(token: str, item: Received) -> bool:
-    expected = hmac.new(token.encode(), item.body, hashlib.sha256).hexdigest()
+    expected = katana_signature(item.body, token)
     return hmac.compare_digest(item.headers["x-sha2-signature"], expected)
 
 

@@ -16,7 +16,7 @@ from katsyncd.daemon import Daemon
 from katsyncd.models import OPEN_SO_STATUSES
 from katsyncd.sim.quirks import KatanaQuirks, Quirks
 from katsyncd.sim.world import World
-from tests.harness import converge, eventually, running_daemon
+from tests.support.harness import converge, eventually, running_daemon, start_world
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -27,9 +27,7 @@ READING_IDS = ["row_edits_bump_order", "order_untouched"]
 @pytest.fixture(params=READINGS, ids=READING_IDS)
 async def world(request: pytest.FixtureRequest) -> AsyncIterator[World]:
     quirks = Quirks(katana=KatanaQuirks(row_edits_bump_order=request.param))
-    w = await World.start(
-        katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0), quirks=quirks
-    )
+    w = await start_world(quirks)
     yield w
     await w.stop()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -16,8 +15,8 @@ from katsyncd.db import Q, load_migrations
 from katsyncd.ingest import Effect, GroupCommitter, _Pending, parse_event, read_href
 from katsyncd.sim.quirks import InventoryEventShape, KatanaQuirks
 from katsyncd.sim.world import World
-from tests.conftest import _with_db
-from tests.harness import converge, eventually, running_daemon
+from tests.support.harness import converge, eventually, running_daemon
+from tests.support.pg import empty_database
 
 STOCK = "current_inventory.product_updated"
 # Polls this far apart cannot be what brings a change to BigCommerce within a test.
@@ -173,13 +172,6 @@ async def test_a_product_still_unknown_after_a_poll_is_dropped_only_if_older(
 
 
 # ----- end to end: the daemon in-process against the simulators -----------------------------
-@pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = await World.start(katana_rpm=6000, bc_quota=1000)
-    yield w
-    await w.stop()
-
-
 @pytest.mark.parametrize("shape", ["variant", "product", "no_href"])
 async def test_a_stock_event_alone_reaches_bigcommerce_within_seconds(
     world: World, db_url: str, shape: InventoryEventShape
@@ -237,11 +229,8 @@ async def test_a_kept_product_mark_survives_a_restart(world: World, db_url: str)
 
 async def test_upgrading_a_mirror_asks_for_a_sweep_to_learn_products(pg_server_url: str) -> None:
     """Rows mirrored before migration 0003 have no product_id: the first start sweeps."""
-    name = f"katsyncd_t_upgrade_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(pg_server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        conn = await asyncpg.connect(_with_db(pg_server_url, name))
+    async with empty_database(pg_server_url, prefix="katsyncd_t_upgrade_") as url:
+        conn = await asyncpg.connect(url)
         try:
             for mig in load_migrations():
                 if mig.version < 3:
@@ -256,6 +245,3 @@ async def test_upgrading_a_mirror_asks_for_a_sweep_to_learn_products(pg_server_u
             ]
         finally:
             await conn.close()
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()

@@ -40,7 +40,8 @@ import functools
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,8 @@ import yaml
 from openapi_core import Config, OpenAPI
 from openapi_core.datatypes import RequestParameters
 from werkzeug.datastructures import Headers, ImmutableMultiDict
+
+from katsyncd.sim.bigcommerce import BigCommerceSim
 
 SPEC_FILES = (
     "inventory.v3.yml",
@@ -81,7 +84,7 @@ def specs_dir() -> Path:
     configured = os.environ.get("KATSYNCD_BC_SPECS_DIR")
     if configured:
         return Path(configured)
-    repo_root = Path(__file__).resolve().parent.parent
+    repo_root = Path(__file__).resolve().parents[2]
     return (repo_root.parent / "shared" / "specs" / "bigcommerce").resolve()
 
 
@@ -349,3 +352,18 @@ class _SpecResponse:
         self.headers = Headers(list(headers.items()))
         self.content_type = _header(headers, "content-type").split(";")[0].strip().lower()
         self.data: bytes | None = body or None
+
+
+@asynccontextmanager
+async def spec_checked(
+    sim: BigCommerceSim, validator: RequestValidator | None = None
+) -> AsyncIterator[BigCommerceSim]:
+    """``sim`` serving, every request it gets checked against the specs; at the end it is
+    stopped and must have seen no off-spec request."""
+    sim.request_validator = validator or make_validator()
+    await sim.start()
+    try:
+        yield sim
+    finally:
+        await sim.stop()
+    assert sim.spec_violations == []

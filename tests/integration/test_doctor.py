@@ -18,8 +18,8 @@ from katsyncd.katana import parse_variant
 from katsyncd.models import BcItem
 from katsyncd.sim.quirks import KatanaQuirks, Quirks, optimistic, pessimistic
 from katsyncd.sim.world import WEBHOOK_TOKEN, World, free_port
-from tests.cli_helpers import run_cli
-from tests.harness import write_config
+from tests.support.cli_helpers import run_cli
+from tests.support.harness import write_config
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +11,12 @@ import aiohttp
 import pytest
 
 from katsyncd.daemon import Daemon
-from katsyncd.sim.world import WEBHOOK_TOKEN, World
-from tests.harness import (
+from katsyncd.sim.world import World
+from tests.support.harness import (
     converge,
     eventually,
     get_json,
+    katana_signature,
     make_config_data,
     running_daemon,
     write_config,
@@ -28,14 +26,12 @@ pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
-    w = await World.start(katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0))
-    a = w.katana.add_location("Main", is_primary=True)
-    b = w.katana.add_location("Outlet")
-    v = w.katana.add_product_variant("R-A", in_stock={a: 10, b: 5})
-    w.katana.create_sales_order([(v, 2)], location_id=a)  # typed into Katana
-    yield w
-    await w.stop()
+def world(world: World) -> World:
+    a = world.katana.add_location("Main", is_primary=True)
+    b = world.katana.add_location("Outlet")
+    v = world.katana.add_product_variant("R-A", in_stock={a: 10, b: 5})
+    world.katana.create_sales_order([(v, 2)], location_id=a)  # typed into Katana
+    return world
 
 
 def current_data(d: Daemon, world: World, db_url: str) -> dict[str, Any]:
@@ -46,6 +42,14 @@ def current_data(d: Daemon, world: World, db_url: str) -> dict[str, Any]:
 async def reload_with(d: Daemon, path: Path, data: dict[str, Any]) -> bool:
     write_config(path, data)
     return await d.reload()
+
+
+async def level_row(d: Daemon, column: str, expected: int) -> bool:
+    """Store "main"'s level row for R-A has ``column == expected``."""
+    value = await d.db.pool.fetchval(
+        f"SELECT {column} FROM item_level WHERE store = 'main' AND sku = 'R-A'"
+    )
+    return bool(value == expected)
 
 
 def gauge(d: Daemon, name: str) -> float:
@@ -94,11 +98,13 @@ async def test_switching_writes_off_dry_run_and_on(
         assert await reload_with(d, path, data)
         writes = len(store.sim.adjustments)
         world.katana.adjust_stock(world.katana.live_variant_for_sku("R-A") or 0, 1, 7)
-        await asyncio.sleep(3)  # polls and flushes happen; nothing may be written
+        # The daemon has seen the change (the new desired level is recorded) and writes nothing.
+        await eventually(lambda: level_row(d, "desired", 20))
         assert len(store.sim.adjustments) == writes and store.sim.level("R-A") == 13
         data["stores"][0].update(stock_sync=True, dry_run=True)
         assert await reload_with(d, path, data)
-        await asyncio.sleep(2)
+        # The writer is back and handled the level, as a dry run: recorded, not written.
+        await eventually(lambda: level_row(d, "dry_run_recorded", 20))
         assert len(store.sim.adjustments) == writes
         data["stores"][0]["dry_run"] = False
         assert await reload_with(d, path, data)
@@ -175,8 +181,8 @@ async def test_reload_under_webhook_load_loses_nothing(
             body = json.dumps(
                 {"action": "current_inventory.product_updated", "object": {"id": vid}}
             ).encode()
-            sig = hmac.new(WEBHOOK_TOKEN.encode(), body, hashlib.sha256).hexdigest()
-            async with session.post(url, data=body, headers={"x-sha2-signature": sig}) as r:
+            headers = {"x-sha2-signature": katana_signature(body)}
+            async with session.post(url, data=body, headers=headers) as r:
                 return r.status
 
         async def reloads() -> None:
@@ -184,7 +190,7 @@ async def test_reload_under_webhook_load_loses_nothing(
                 data = current_data(d, world, db_url)
                 data["sync"]["debounce_seconds"] = 0.2 + n / 10
                 assert await reload_with(d, path, data)
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(0.05)  # the scenario: reloads spread among the webhooks
 
         async with aiohttp.ClientSession() as session:
             results = await asyncio.gather(reloads(), *(fire(session, i) for i in range(300)))

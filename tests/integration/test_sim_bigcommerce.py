@@ -1,6 +1,6 @@
 """The BigCommerce simulator over real HTTP, with every request checked against the specs.
 
-Each test's simulator has ``tests.bcspec.make_validator()`` installed, and every response a
+Each test's simulator has ``tests.support.bcspec.make_validator()`` installed, and every response a
 test reads is checked against the spec's response schema. ``spec_violations`` must be empty
 at teardown; the few tests that send off-spec requests on purpose clear it themselves.
 """
@@ -19,12 +19,13 @@ import aiohttp
 import pytest
 
 from katsyncd.sim.bigcommerce import MAX_QUANTITY, BigCommerceSim, SimStore
-from tests.bcspec import (
+from tests.support.bcspec import (
     RequestValidator,
     ResponseChecker,
     SpecViolation,
     make_response_checker,
     make_validator,
+    spec_checked,
     specs_dir,
 )
 
@@ -130,18 +131,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 async def sim(validator: RequestValidator, clock: FakeClock) -> AsyncIterator[BigCommerceSim]:
-    simulator = BigCommerceSim(clock=clock)
-    simulator.request_validator = validator
-    await simulator.start()
-    yield simulator
-    await simulator.stop()
-    assert simulator.spec_violations == []
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as client_session:
-        yield client_session
+    async with spec_checked(BigCommerceSim(clock=clock), validator) as simulator:
+        yield simulator
 
 
 @pytest.fixture

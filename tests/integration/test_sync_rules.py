@@ -3,14 +3,21 @@ the Katana and BigCommerce simulators. Each test fails if its rule breaks."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
 from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World
-from tests.harness import converge, eventually, get_json, running_daemon
+from tests.support.harness import (
+    converge,
+    eventually,
+    get_json,
+    metric,
+    running_daemon,
+    settled,
+    start_world,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -18,9 +25,7 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 async def world(quirks: Quirks) -> AsyncIterator[World]:
     """Every rule runs against both readings of the loosely documented API behaviours."""
-    w = await World.start(
-        katana_rpm=6000, bc_quota=1000, webhook_retry_delays=(0.2, 0.5, 1.0), quirks=quirks
-    )
+    w = await start_world(quirks)
     yield w
     await w.stop()
 
@@ -42,11 +47,8 @@ async def test_s1_off_store_gets_nothing_and_dry_run_records_only(
     async with running_daemon(world, db_url) as d:
         await eventually(lambda: on.sim.level("S1-A") == 5)
         query = "SELECT outcome, new_quantity FROM push_log WHERE store = 'dry'"
-        for _ in range(100):
-            rows = await d.db.pool.fetch(query)
-            if rows:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: d.db.pool.fetch(query))
+        rows = await d.db.pool.fetch(query)
         assert [(r["outcome"], r["new_quantity"]) for r in rows] == [("dry_run", 5)]
     assert off.sim.request_count("/inventory/adjustments") == 0
     assert dry.sim.request_count("/inventory/adjustments") == 0
@@ -255,12 +257,21 @@ async def test_s10_archived_variant_stops_and_the_next_one_takes_over(
     )
     newer = k.add_product_variant("S10-ARC", in_stock={a: 9})
     store = world.add_store("main", ["S10-ARC"])
-    async with running_daemon(world, db_url):
+    gone = "SELECT deleted_at IS NOT NULL FROM katana_variant WHERE id = $1"
+    async with running_daemon(world, db_url) as d:
         await eventually(lambda: store.sim.level("S10-ARC") == 9)
         k.archive_variant(newer)  # Katana sends product.updated; the variant just vanishes
         await eventually(lambda: store.sim.level("S10-ARC") == 4)
         k.archive_variant(older)
-        await asyncio.sleep(1.5)
+        await eventually(lambda: d.db.pool.fetchval(gone, older))  # the mirror knows
+        polls = metric(d, "katsyncd_poll_runs_total", kind="movements", outcome="ok")
         k.adjust_stock(older, a, 50)
-        await asyncio.sleep(2.5)  # polls run; an archived variant is not synced
+        # Two movement polls since the change (so one that started after it), and nothing
+        # is left to do: an archived variant is not synced.
+        await eventually(
+            lambda: (
+                metric(d, "katsyncd_poll_runs_total", kind="movements", outcome="ok") >= polls + 2
+            )
+        )
+        await eventually(lambda: settled(d))
         assert store.sim.level("S10-ARC") == 4

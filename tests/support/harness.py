@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,8 @@ import aiohttp
 from katsyncd.config import build_config
 from katsyncd.daemon import Daemon
 from katsyncd.ingest import SUBSCRIBED_EVENTS
-from katsyncd.sim.world import World, free_port
+from katsyncd.sim.quirks import Quirks
+from katsyncd.sim.world import WEBHOOK_TOKEN, World, free_port
 
 FAST_SYNC = {
     "debounce_seconds": 0.2,
@@ -28,19 +32,45 @@ FAST_SYNC = {
 }
 
 
-async def eventually(check: Callable[[], bool], limit: float = 15.0, poll: float = 0.05) -> None:
-    """Wait (bounded) until ``check()`` is true; fail with the limit otherwise."""
+FAST_RETRIES = (0.2, 0.5, 1.0)  # Katana's webhook redelivery delays, shortened for tests
+
+Check = Callable[[], bool | Awaitable[bool]]
+
+
+async def eventually(check: Check, limit: float = 15.0, poll: float = 0.05) -> None:
+    """Wait (bounded) until ``check()`` is true; fail with the limit otherwise.
+
+    ``check`` may be a coroutine function (e.g. one reading a row from Postgres)."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
-        if check():
+        if await _holds(check):
             return
         await asyncio.sleep(poll)
-    assert check(), f"condition not met within {limit} s"
+    assert await _holds(check), f"condition not met within {limit} s"
+
+
+async def _holds(check: Check) -> bool:
+    result = check()
+    return bool(await result) if inspect.isawaitable(result) else bool(result)
+
+
+async def start_world(quirks: Quirks | None = None) -> World:
+    """Both simulators, limits high enough not to slow a test, fast webhook retries."""
+    return await World.start(
+        katana_rpm=6000, bc_quota=1000, webhook_retry_delays=FAST_RETRIES, quirks=quirks
+    )
 
 
 async def converge(world: World, limit: float = 20.0) -> None:
     took = await world.wait_converged(limit, poll=0.05)
     assert took is not None, f"not converged within {limit} s: {world.wrong()}"
+
+
+def stock_one_sku(world: World, sku: str, quantity: int, store: str = "main") -> None:
+    """One primary Katana location holding ``quantity`` of ``sku``, matched by one store."""
+    location = world.katana.add_location("Main", is_primary=True)
+    world.katana.add_product_variant(sku, in_stock={location: quantity})
+    world.add_store(store, [sku])
 
 
 def make_config_data(world: World, db_url: str, port: int, **sync: Any) -> dict[str, Any]:
@@ -78,12 +108,35 @@ async def running_daemon(
         await asyncio.wait_for(task, 30)
 
 
+def metric(daemon: Daemon, name: str, **labels: str) -> float:
+    """One sample of the daemon's Prometheus registry (0 when not exported yet)."""
+    return daemon.metrics.registry.get_sample_value(name, labels) or 0.0
+
+
+async def settled(daemon: Daemon) -> bool:
+    """Nothing is left to do: no durable stale mark, no store with levels still to write."""
+    marks = await daemon.db.pool.fetchval(
+        "SELECT (SELECT count(*) FROM stale_variant) + (SELECT count(*) FROM stale_sales_order)"
+        " + (SELECT count(*) FROM stale_product)"
+    )
+    unwritten = await daemon.db.pool.fetchval(
+        "SELECT count(*) FROM item_level WHERE desired IS DISTINCT FROM pushed"
+        " AND desired IS DISTINCT FROM failed_desired"
+    )
+    return bool(marks == 0 and unwritten == 0)
+
+
 async def get_json(daemon: Daemon, path: str) -> tuple[int, Any]:
     async with (
         aiohttp.ClientSession() as s,
         s.get(f"http://127.0.0.1:{daemon.http_port}{path}") as r,
     ):
         return r.status, await r.json(content_type=None)
+
+
+def katana_signature(body: bytes, token: str = WEBHOOK_TOKEN) -> str:
+    """The ``x-sha2-signature`` Katana sends with a webhook: HMAC-SHA256 of the body, hex."""
+    return hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
 
 
 def write_config(path: Path, data: dict[str, Any]) -> Path:
@@ -152,11 +205,11 @@ class DaemonProcess:
         self.proc.wait(10)
 
     async def wait_exit(self, limit: float = 30.0) -> int:
-        assert self.proc is not None
-        deadline = time.monotonic() + limit
-        while self.proc.poll() is None and time.monotonic() < deadline:  # noqa: ASYNC110 (polling a child process: there is no event to await)
-            await asyncio.sleep(0.05)
-        code = self.proc.poll()
+        proc = self.proc
+        assert proc is not None
+        # Polling a child process: there is no event to await.
+        await eventually(lambda: proc.poll() is not None, limit)
+        code = proc.poll()
         assert code is not None, "daemon did not exit"
         return code
 

@@ -10,8 +10,8 @@ import pytest
 from katsyncd.ingest import SUBSCRIBED_EVENTS
 from katsyncd.sim.katana import KatanaSim
 from katsyncd.webhooks import mismatch
-from tests.cli_helpers import run_cli
-from tests.harness import write_config
+from tests.support.cli_helpers import run_cli
+from tests.support.harness import write_config
 
 API_KEY = "webhooks-test-key-0123456789"
 URL = "https://katsyncd.example.com/webhooks/katana"  # the simulator stores any https URL

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 
 import pytest
 
 from katsyncd.ingest import Effect, WebhookError, effects_for, parse_event, verify_signature
+from tests.support.harness import katana_signature
 
 TOKEN = "73f82127d57a2cea"
 
 
 def sign(body: bytes, token: str = TOKEN) -> str:
-    return hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
+    return katana_signature(body, token)
 
 
 def test_signature_plain_prefixed_and_uppercase_hex() -> None:

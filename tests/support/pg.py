@@ -1,0 +1,30 @@
+"""Postgres helpers shared by the fixtures and the tests that need a database of their own."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+
+def with_db(url: str, name: str) -> str:
+    """``url`` pointing at database ``name`` (keeps the query, e.g. an embedded ``?host=…``)."""
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+@asynccontextmanager
+async def empty_database(server_url: str, prefix: str = "katsyncd_t_") -> AsyncIterator[str]:
+    """A new, empty (unmigrated) database on the server; dropped afterwards. Yields its URL."""
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(server_url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield with_db(server_url, name)
+        finally:
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()

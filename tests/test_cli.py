@@ -55,6 +55,8 @@ async def test_migrate_applies_every_migration(tmp_path: Path, db_url: str) -> N
         await conn.execute(
             "ALTER TABLE item_level DROP COLUMN increase_since, DROP COLUMN guard_checked_at"
         )
+        await conn.execute("DROP TABLE stale_product")  # and what 0003 added
+        await conn.execute("ALTER TABLE katana_variant DROP COLUMN product_id")
         await conn.execute(
             "CREATE TABLE schema_migrations (version integer PRIMARY KEY, "
             "name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
@@ -71,6 +73,7 @@ async def test_migrate_applies_every_migration(tmp_path: Path, db_url: str) -> N
             )
         }
         assert {"increase_since", "guard_checked_at"} <= cols
+        assert await conn.fetchval("SELECT to_regclass('stale_product') IS NOT NULL")
     finally:
         await conn.close()
 

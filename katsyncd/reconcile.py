@@ -16,39 +16,22 @@ live path may have recorded a fresher value meanwhile (``suspect_variants``).
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import contextlib
-import csv
 import random
-import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
-import asyncpg
 import structlog
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-)
-from rich.table import Table
 
-from katsyncd.bigcommerce import BcError, BigCommerceClient
+from katsyncd.bigcommerce import BigCommerceClient
 from katsyncd.catalog import refresh_catalog
-from katsyncd.config import Config
 from katsyncd.db import Conn, Database, Q
 from katsyncd.engine import Engine, Level, StoreView, desired_levels
-from katsyncd.katana import KatanaError, PageHook
+from katsyncd.katana import PageHook
 from katsyncd.models import (
     AbsoluteItem,
     BcItem,
@@ -67,17 +50,6 @@ SCHEDULED = "scheduled"
 SCHEDULE_JITTER = (0.8, 1.2)  # the periodic run lands within ±20 % of the interval
 RECHECK_SECONDS = 60.0  # the loop re-reads the configured interval at least this often
 RETRY_SECONDS = 300.0  # a failed reconcile is tried again this much later
-CSV_COLUMNS = (
-    "store",
-    "sku",
-    "item_key",
-    "location_id",
-    "bigcommerce_now",
-    "katana_says",
-    "action",
-)
-SHOWN_DIFF_ROWS = 50  # the terminal report shows this many differences per store
-SHOWN_SKUS = 20  # ... and this many SKUs of each unmatched / untracked list
 
 LevelKey = tuple[str, str, int]  # (store, item_key, location_id)
 
@@ -96,18 +68,6 @@ class DiffRow:
     bigcommerce_now: int | None  # None: BigCommerce returned no level for the item
     katana_says: int
     action: str  # would_write (dry run) | queued (a writer pushes it) | written | rejected
-
-    def csv_row(self) -> list[str | int]:
-        now = "" if self.bigcommerce_now is None else self.bigcommerce_now
-        return [
-            self.store,
-            self.sku,
-            self.item_key,
-            self.location_id,
-            now,
-            self.katana_says,
-            self.action,
-        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,173 +615,3 @@ class ReconcileSchedule:
 
     def _add(self, reason: str, stores: frozenset[str] | None, delay: float) -> None:
         self._asks.append(ReconcileAsk(reason, stores, self._clock() + delay))
-
-
-# ----- the command line ------------------------------------------------------------------------
-
-
-class RichPageProgress:
-    """A progress bar with time remaining for the Katana inventory sweep (a terminal)."""
-
-    def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("[bold]Katana inventory[/bold] pages"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-        )
-        self._task = self._progress.add_task("inventory", total=None)
-
-    def __enter__(self) -> RichPageProgress:
-        self._progress.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._progress.stop()
-
-    def __call__(self, done: int, total: int | None) -> None:
-        self._progress.update(self._task, completed=done, total=total)
-
-
-@contextlib.contextmanager
-def page_progress(console: Console) -> Iterator[PageHook]:
-    """A rich bar when stdout is a terminal, else plain ``reconcile_progress`` log lines."""
-    if not sys.stdout.isatty():
-        yield log_progress
-        return
-    with RichPageProgress(console) as bar:
-        yield bar
-
-
-async def run_reconcile_cli(cfg: Config, args: argparse.Namespace) -> int:
-    """``katsyncd reconcile [--store NAME] [--dry-run] [--output FILE.csv]``."""
-    from katsyncd.cli import EXIT_CONFIG, EXIT_FAILURE
-
-    names = list(dict.fromkeys(args.store or cfg.store_names))
-    unknown = [n for n in names if n not in cfg.store_names]
-    if unknown or not names:
-        print(_unknown_stores_message(unknown, cfg.store_names), file=sys.stderr)
-        return EXIT_CONFIG
-    console = Console(soft_wrap=True)
-    try:
-        report = await _reconcile_once(cfg, names, dry_run=args.dry_run, console=console)
-    except (KatanaError, BcError, OSError, asyncpg.PostgresError) as exc:
-        print(f"katsyncd: reconcile failed: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    render_report(console, report)
-    if args.output:
-        rows = write_csv(Path(args.output), report.diff())
-        console.print(f"Differences written to {args.output} ({rows} rows).")
-    return 0
-
-
-def _unknown_stores_message(unknown: Sequence[str], known: Sequence[str]) -> str:
-    if not known:
-        return "katsyncd: no stores are configured ([[stores]] in the config file)"
-    return f"katsyncd: unknown store(s): {', '.join(unknown)} (configured: {', '.join(known)})"
-
-
-async def _reconcile_once(
-    cfg: Config, names: Sequence[str], *, dry_run: bool, console: Console
-) -> ReconcileReport:
-    """The daemon's components, built the same way, used for one reconcile and closed."""
-    from katsyncd.daemon import Daemon
-
-    daemon = Daemon(cfg)
-    async with daemon.offline():
-        with page_progress(console) as on_page:
-            return await daemon.reconcile("cli", names, dry_run=dry_run, push=True, on_page=on_page)
-
-
-def write_csv(path: Path, rows: Iterable[DiffRow]) -> int:
-    """The differences as CSV (columns ``CSV_COLUMNS``); returns how many rows were written."""
-    n = 0
-    with path.open("w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(CSV_COLUMNS)
-        for r in rows:
-            out.writerow(r.csv_row())
-            n += 1
-    return n
-
-
-def render_report(console: Console, report: ReconcileReport) -> None:
-    """The report for a person: a summary table, then each store's details."""
-    console.print(_summary_table(report))
-    for s in report.stores:
-        _render_store(console, s)
-    mode = "dry run: nothing was written" if report.dry_run else "done"
-    console.print(
-        f"Katana: {report.inventory_rows} inventory rows in {report.inventory_pages} pages, "
-        f"{report.sales_orders} open sales orders in {report.sales_order_requests} requests, "
-        f"{report.reverified_variants} variants re-read; {report.seconds:.1f} s ({mode})."
-    )
-
-
-SUMMARY_ROWS = (
-    ("Matched SKUs", "matched_skus"),
-    ("Matched items", "matched_items"),
-    ("Changed (BigCommerce differs)", "changed"),
-    ("Unchanged", "unchanged"),
-    ("Written", "written"),
-    ("Rejected", "rejected"),
-    ("Katana SKUs not in BigCommerce", "unmatched_katana"),
-    ("BigCommerce SKUs not in Katana", "unmatched_bigcommerce"),
-    ("BigCommerce items not tracking stock", "untracked"),
-    ("S8: SKUs on several Katana variants", "duplicates"),
-    ("S7: SKUs on several BigCommerce items", "fan_out"),
-)
-
-
-def _summary_table(report: ReconcileReport) -> Table:
-    """One column per store, one row per count (stays narrow with many counts)."""
-    table = Table(title="Reconcile (dry run)" if report.dry_run else "Reconcile")
-    table.add_column("")
-    for s in report.stores:
-        dry = s.dry_run and not report.dry_run
-        table.add_column(f"{s.store} (dry run)" if dry else s.store, justify="right")
-    counts = [s.summary() for s in report.stores]
-    for label, key in SUMMARY_ROWS:
-        table.add_row(label, *(str(c[key]) for c in counts))
-    return table
-
-
-def _render_store(console: Console, s: StoreReport) -> None:
-    if s.diff:
-        console.print(_diff_table(s))
-    for d in s.duplicates:
-        losers = ", ".join(map(str, d.losers))
-        console.print(
-            f"[{s.store}] S8 {d.sku}: variant {d.winner} wins over {losers}", markup=False
-        )
-    for sku, keys in s.sides.fan_out.items():
-        console.print(f"[{s.store}] S7 {sku}: same level to {', '.join(keys)}", markup=False)
-    _render_skus(console, s.store, "Katana SKUs not in BigCommerce", s.sides.unmatched_katana)
-    _render_skus(console, s.store, "BigCommerce SKUs not in Katana", s.sides.unmatched_bigcommerce)
-    _render_skus(console, s.store, "BigCommerce SKUs not tracking stock", s.sides.untracked)
-
-
-def _diff_table(s: StoreReport) -> Table:
-    table = Table(title=f"{s.store}: {s.changed} differences")
-    for h in ("SKU", "Item", "Location", "BigCommerce now", "Katana says", "Action"):
-        table.add_column(h, justify="right" if h in ("BigCommerce now", "Katana says") else "left")
-    for r in s.diff[:SHOWN_DIFF_ROWS]:
-        now = "?" if r.bigcommerce_now is None else str(r.bigcommerce_now)
-        table.add_row(r.sku, r.item_key, str(r.location_id), now, str(r.katana_says), r.action)
-    if s.changed > SHOWN_DIFF_ROWS:
-        table.caption = f"… and {s.changed - SHOWN_DIFF_ROWS} more (all of them: --output FILE.csv)"
-    return table
-
-
-def _render_skus(console: Console, store: str, what: str, skus: Sequence[str]) -> None:
-    if not skus:
-        return
-    shown = ", ".join(skus[:SHOWN_SKUS])
-    more = f" … and {len(skus) - SHOWN_SKUS} more" if len(skus) > SHOWN_SKUS else ""
-    console.print(f"[{store}] {what} ({len(skus)}): {shown}{more}", markup=False)

@@ -16,14 +16,11 @@ live path may have recorded a fresher value meanwhile (``suspect_variants``).
 
 from __future__ import annotations
 
-import asyncio
-import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
 
 import structlog
 
@@ -41,211 +38,22 @@ from katsyncd.models import (
     WriteOutcome,
 )
 from katsyncd.poller import Poller
+from katsyncd.reconcile.report import (
+    DiffRow,
+    LevelKey,
+    ReconcileReport,
+    SkuSides,
+    StoreReport,
+    compare_skus,
+    diff_levels,
+    duplicates_in,
+    suspect_variants,
+)
 
 log = structlog.get_logger(__name__)
 
 RECONCILE_REASON = "reconcile"  # item_level.reason of what a reconcile records
 PUSH_REASON = "katsyncd: reconcile"  # BigCommerce adjustment reason of the CLI's writes
-SCHEDULED = "scheduled"
-SCHEDULE_JITTER = (0.8, 1.2)  # the periodic run lands within ±20 % of the interval
-RECHECK_SECONDS = 60.0  # the loop re-reads the configured interval at least this often
-RETRY_SECONDS = 300.0  # a failed reconcile is tried again this much later
-
-LevelKey = tuple[str, str, int]  # (store, item_key, location_id)
-
-
-# ----- the report ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DiffRow:
-    """An item whose BigCommerce level differs from what Katana says it should be."""
-
-    store: str
-    sku: str
-    item_key: str
-    location_id: int
-    bigcommerce_now: int | None  # None: BigCommerce returned no level for the item
-    katana_says: int
-    action: str  # would_write (dry run) | queued (a writer pushes it) | written | rejected
-
-
-@dataclass(frozen=True, slots=True)
-class Duplicate:
-    """S8: a SKU on several live Katana product variants; the one created latest wins."""
-
-    sku: str
-    winner: int
-    losers: tuple[int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class SkuSides:
-    """How one store's SKU index compares with Katana's live product SKUs (S6, S7)."""
-
-    matched: frozenset[str]
-    unmatched_katana: list[str]  # live Katana product SKUs with no BigCommerce item
-    unmatched_bigcommerce: list[str]  # tracked BigCommerce SKUs with no live Katana variant
-    untracked: list[str]  # SKUs of BigCommerce items that do not track stock
-    fan_out: dict[str, list[str]]  # S7: matched SKU -> its several tracked item keys
-
-
-@dataclass
-class StoreReport:
-    """What one store's reconcile found and did."""
-
-    store: str
-    location_id: int
-    dry_run: bool
-    sides: SkuSides
-    matched_items: int
-    duplicates: list[Duplicate]
-    diff: list[DiffRow]
-
-    @property
-    def changed(self) -> int:
-        """Items whose BigCommerce level differs from Katana's."""
-        return len(self.diff)
-
-    @property
-    def unchanged(self) -> int:
-        return self.matched_items - self.changed
-
-    def count(self, action: str) -> int:
-        return sum(1 for r in self.diff if r.action == action)
-
-    def summary(self) -> dict[str, Any]:
-        """Counts for ``/status`` and the log."""
-        return {
-            "dry_run": self.dry_run,
-            "matched_skus": len(self.sides.matched),
-            "matched_items": self.matched_items,
-            "changed": self.changed,
-            "unchanged": self.unchanged,
-            "written": self.count("written"),
-            "rejected": self.count("rejected"),
-            "unmatched_katana": len(self.sides.unmatched_katana),
-            "unmatched_bigcommerce": len(self.sides.unmatched_bigcommerce),
-            "untracked": len(self.sides.untracked),
-            "duplicates": len(self.duplicates),
-            "fan_out": len(self.sides.fan_out),
-        }
-
-
-@dataclass
-class ReconcileReport:
-    """One reconcile: a report per store plus what it cost at Katana."""
-
-    stores: list[StoreReport]
-    dry_run: bool
-    inventory_rows: int = 0
-    inventory_pages: int = 0
-    sales_orders: int = 0  # open sales orders re-read into the mirror
-    sales_order_requests: int = 0  # what that re-read cost at Katana
-    reverified_variants: int = 0
-    seconds: float = 0.0
-
-    def store(self, name: str) -> StoreReport:
-        return next(s for s in self.stores if s.store == name)
-
-    def diff(self) -> Iterator[DiffRow]:
-        for s in self.stores:
-            yield from s.diff
-
-    def summary(self, *, reason: str, started_at: float) -> dict[str, Any]:
-        """The JSON-ready summary the daemon shows in ``/status``."""
-        return {
-            "reason": reason,
-            "outcome": "dry_run" if self.dry_run else "ok",
-            "started_at": datetime.fromtimestamp(started_at, UTC).isoformat(),
-            "seconds": round(self.seconds, 3),
-            "inventory_rows": self.inventory_rows,
-            "inventory_pages": self.inventory_pages,
-            "sales_orders": self.sales_orders,
-            "sales_order_requests": self.sales_order_requests,
-            "reverified_variants": self.reverified_variants,
-            "stores": {s.store: s.summary() for s in self.stores},
-        }
-
-
-# ----- pure helpers ----------------------------------------------------------------------------
-
-
-def compare_skus(
-    katana_skus: Collection[str], bc_items: Iterable[tuple[str, str, str]]
-) -> SkuSides:
-    """Pure (S6, S7): ``bc_items`` are (item_key, sku, tracking) of one store's SKU index."""
-    tracked: dict[str, list[str]] = defaultdict(list)
-    untracked: set[str] = set()
-    for item_key, sku, tracking in bc_items:
-        if tracking == "none":
-            untracked.add(sku)
-        else:
-            tracked[sku].append(item_key)
-    katana = set(katana_skus)
-    matched = katana & tracked.keys()
-    return SkuSides(
-        matched=frozenset(matched),
-        unmatched_katana=sorted(katana - tracked.keys() - untracked),
-        unmatched_bigcommerce=sorted(tracked.keys() - katana),
-        untracked=sorted(untracked),
-        fan_out={s: sorted(tracked[s]) for s in sorted(matched) if len(tracked[s]) > 1},
-    )
-
-
-def duplicates_in(
-    skus: Collection[str],
-    live_ids: Mapping[str, Sequence[int]],
-    winners: Mapping[str, KatanaVariant],
-) -> list[Duplicate]:
-    """Pure (S8): the duplicated SKUs among ``skus``, each with its winner and losers."""
-    out = []
-    for sku in sorted(set(skus) & live_ids.keys()):
-        winner = winners.get(sku)
-        if winner is not None:
-            losers = tuple(i for i in live_ids[sku] if i != winner.id)
-            out.append(Duplicate(sku, winner.id, losers))
-    return out
-
-
-def level_key(lv: Level) -> LevelKey:
-    return (lv.store, lv.item_key, lv.location_id)
-
-
-def diff_levels(
-    levels: Iterable[Level],
-    says: Mapping[LevelKey, int],
-    bc_now: Mapping[str, int],
-    action: str,
-) -> list[DiffRow]:
-    """Pure: the levels whose BigCommerce value (``bc_now`` by item key) is not what Katana
-    says (``says``; a level missing there says its own quantity)."""
-    out = []
-    for lv in levels:
-        want = says.get(level_key(lv), lv.quantity)
-        have = bc_now.get(lv.item_key)
-        if have != want:
-            out.append(DiffRow(lv.store, lv.sku, lv.item_key, lv.location_id, have, want, action))
-    return sorted(out, key=lambda r: (r.store, r.sku, r.item_key))
-
-
-def suspect_variants(
-    levels: Iterable[Level],
-    recorded: Mapping[LevelKey, int],
-    inventory: Mapping[int, list[InventoryRow]],
-) -> set[int]:
-    """Pure: variants whose sweep result is not trusted as is, but re-read (in bulk) first.
-
-    A level contradicting one recorded earlier may be the sweep's age, not Katana's truth (the
-    live path can have recorded a fresher value meanwhile). A winner with no inventory row at
-    all may have been deleted or archived since the mirror saw it (S10): the re-read tells.
-    """
-    out = set()
-    for lv in levels:
-        was = recorded.get(level_key(lv))
-        if (was is not None and was != lv.quantity) or lv.variant_id not in inventory:
-            out.add(lv.variant_id)
-    return out
 
 
 def log_progress(done: int, total: int | None) -> None:
@@ -544,74 +352,3 @@ def _log_report(report: ReconcileReport) -> None:
         reverified_variants=report.reverified_variants,
         seconds=round(report.seconds, 3),
     )
-
-
-# ----- the daemon's schedule -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileAsk:
-    """A reconcile wanted at ``due`` (monotonic seconds) for ``stores`` (None: every store
-    with stock sync on)."""
-
-    reason: str
-    stores: frozenset[str] | None
-    due: float
-
-
-class ReconcileSchedule:
-    """When the daemon reconciles next: every interval (jittered; 0 = never, first run one
-    interval after start) and soon when asked. Timing only; the daemon's loop acts on it."""
-
-    def __init__(
-        self,
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.wake = asyncio.Event()
-        self._clock = clock
-        self._rng = rng or random.Random()
-        self._asks: list[ReconcileAsk] = []
-        self._interval = 0.0
-
-    def set_interval(self, seconds: float) -> None:
-        """Adopt the configured interval; a change re-plans the periodic run from now."""
-        if seconds != self._interval:
-            self._interval = seconds
-            self._asks = [a for a in self._asks if a.reason != SCHEDULED]
-            self.plan_next()
-
-    def plan_next(self) -> None:
-        """Plan the periodic run one jittered interval from now, unless planned or off."""
-        if self._interval > 0 and not any(a.reason == SCHEDULED for a in self._asks):
-            self._add(SCHEDULED, None, self._interval * self._rng.uniform(*SCHEDULE_JITTER))
-
-    def ask(
-        self, reason: str, stores: Collection[str] | None = None, *, delay: float = 0.0
-    ) -> None:
-        """Want a reconcile of ``stores`` (None: all) ``delay`` seconds from now."""
-        self._add(reason, None if stores is None else frozenset(stores), delay)
-        self.wake.set()
-
-    def take_due(self) -> ReconcileAsk | None:
-        """Every ask that is due, merged into one (reasons joined, stores united)."""
-        now = self._clock()
-        due = [a for a in self._asks if a.due <= now]
-        if not due:
-            return None
-        self._asks = [a for a in self._asks if a.due > now]
-        stores = (
-            None
-            if any(a.stores is None for a in due)
-            else frozenset().union(*(a.stores or () for a in due))
-        )
-        return ReconcileAsk(",".join(sorted({a.reason for a in due})), stores, now)
-
-    def seconds_until_due(self) -> float:
-        """How long the loop may sleep (bounded, so a changed interval is picked up)."""
-        nxt = min((a.due for a in self._asks), default=self._clock() + RECHECK_SECONDS)
-        return max(0.0, min(nxt - self._clock(), RECHECK_SECONDS))
-
-    def _add(self, reason: str, stores: frozenset[str] | None, delay: float) -> None:
-        self._asks.append(ReconcileAsk(reason, stores, self._clock() + delay))

@@ -6,10 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.console import Console
-
 from katsyncd.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from katsyncd.cli.render import render_doctor
+from katsyncd.cli.render import render_doctor, stdout_console
 from katsyncd.config import Config
 from katsyncd.doctor import diagnose
 
@@ -23,5 +21,5 @@ async def run_doctor_cli(cfg: Config, args: argparse.Namespace) -> int:
     stores = [s for s in cfg.stores if args.store in (None, s.name)]
     url = args.url or cfg.katana.webhook_url
     report = await diagnose(cfg, stores, url)
-    render_doctor(Console(soft_wrap=True), report)
+    render_doctor(stdout_console(), report)
     return EXIT_OK if report.ok else EXIT_FAILURE

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from katsyncd.bigcommerce import BcError
 from katsyncd.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from katsyncd.cli.render import page_progress, render_reconcile, write_csv
+from katsyncd.cli.render import page_progress, render_reconcile, stdout_console, write_csv
 from katsyncd.cli.wiring import offline
 from katsyncd.config import Config
 from katsyncd.katana import KatanaError
@@ -26,7 +26,7 @@ async def run_reconcile_cli(cfg: Config, args: argparse.Namespace) -> int:
     if unknown or not names:
         print(_unknown_stores_message(unknown, cfg.store_names), file=sys.stderr)
         return EXIT_CONFIG
-    console = Console(soft_wrap=True)
+    console = stdout_console()
     try:
         report = await _reconcile_once(cfg, names, dry_run=args.dry_run, console=console)
     except (KatanaError, BcError, OSError, asyncpg.PostgresError) as exc:

@@ -44,6 +44,11 @@ SHOWN_SKUS = 20  # ... and this many SKUs of each unmatched / untracked list
 MARKS: Mapping[Status, str] = {"pass": "✓", "fail": "✗", "skip": "-"}
 
 
+def stdout_console() -> Console:
+    """Standard output for a person; a token, URL or SKU list is never broken across lines."""
+    return Console(soft_wrap=True)
+
+
 # ----- reconcile -------------------------------------------------------------------------------
 
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from rich.console import Console
 
 from katsyncd.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
-from katsyncd.cli.render import webhooks_table
+from katsyncd.cli.render import stdout_console, webhooks_table
 from katsyncd.cli.wiring import katana_client
 from katsyncd.config import Config
 from katsyncd.ingest import SUBSCRIBED_EVENTS
@@ -53,7 +53,7 @@ async def run_webhooks_cli(cfg: Config, args: argparse.Namespace) -> int:
         if problem is not None:
             print(f"katsyncd: webhooks register --url: {problem}", file=sys.stderr)
             return EXIT_CONFIG
-    console = Console(soft_wrap=True)  # a token or URL is never broken across lines
+    console = stdout_console()
     async with katana_client(cfg) as katana:
         try:
             return await _run(katana, args, console)

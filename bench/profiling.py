@@ -23,7 +23,8 @@ SAMPLE_RATE_HZ = 100
 WRAPPER_FRAMES = (
     "<frozen runpy>",
     "__main__.py",
-    "katsyncd/cli.py",
+    "katsyncd/cli/__init__.py",
+    "katsyncd/cli/run.py",
     "asyncio/runners.py",
     "run_until_complete",
     "run_forever",

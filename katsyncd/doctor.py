@@ -8,7 +8,8 @@ Three layers, so each merges and tests on its own:
 - :func:`diagnose` reads, with GET requests only, through the clients' existing read methods
   (and ``KatanaClient.get_page`` for the filter probe) on one aiohttp session whose trace
   counts every request per API, so the number of requests is known and printed;
-- :func:`render` prints the report.
+- ``katsyncd.cli.render.render_doctor`` prints the report (the command is
+  ``katsyncd.cli.doctor``).
 
 The number of requests is bounded by the catalogue size. Katana: ``1 + ceil(V/250) + 3 + W``
 (locations, live product variants, three filter probes, webhook pages), plus at most 8 probes
@@ -19,8 +20,6 @@ failed request (doctor's clients try twice) and the waits after a 429.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +27,6 @@ from types import SimpleNamespace
 from typing import Any, Literal
 
 import aiohttp
-from rich.console import Console
 
 from katsyncd import __version__
 from katsyncd.bigcommerce import BcAuthError, BcError, BigCommerceClient
@@ -38,7 +36,7 @@ from katsyncd.katana import KatanaAuthError, KatanaClient, KatanaError, lenient_
 from katsyncd.models import BcItem, KatanaLocation, KatanaVariant, Priority
 from katsyncd.ratelimit import BcLimiter, KatanaLimiter
 from katsyncd.rules import is_syncable, pick_winner, resolve_locations
-from katsyncd.webhooks import events_of
+from katsyncd.subscription import events_of
 
 Status = Literal["pass", "fail", "skip"]
 
@@ -48,7 +46,6 @@ RATE_HEADERS = ("X-Ratelimit-Limit", "X-Ratelimit-Remaining", "X-Ratelimit-Reset
 SHOWN = 5  # SKUs / names shown per list in a check's detail
 ATTEMPTS = 2  # doctor reports a failure rather than retrying for minutes
 KATANA = "Katana"
-MARKS: Mapping[Status, str] = {"pass": "✓", "fail": "✗", "skip": "-"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -660,40 +657,3 @@ def _bc_problem(exc: BcError, what: str, scope: str) -> str:
     if isinstance(exc, BcAuthError):
         return f"the token may not read {what} (HTTP 403): it needs the {scope} scope"
     return f"reading {what} failed: {exc}"
-
-
-# ----- rendering and the command ---------------------------------------------------------------
-
-
-def render(console: Console, report: Report) -> None:
-    for c in report.checks:
-        line = f"{MARKS[c.status]} {c.title} [{c.name}]: {c.detail}"
-        console.print(line, markup=False, highlight=False)
-        if c.fix:
-            console.print(f"    → {c.fix}", markup=False, highlight=False)
-    spent = ", ".join(
-        f"{label} {sum(n.values())} ({', '.join(f'{m} {k}' for m, k in sorted(n.items()))})"
-        for label, n in report.requests.items()
-    )
-    console.print(f"Requests sent: {spent or 'none'}", markup=False, highlight=False)
-    bad = report.failing()
-    if bad:
-        console.print(f"{len(bad)} of {len(report.checks)} checks did not pass.", markup=False)
-    else:
-        console.print(f"All {len(report.checks)} checks passed.", markup=False)
-
-
-async def run_doctor_cli(cfg: Config, args: argparse.Namespace) -> int:
-    """``katsyncd doctor [--store NAME] [--url URL]``: exit 0 all pass, 1 otherwise, 2 for an
-    unknown store."""
-    from katsyncd.cli import EXIT_CONFIG, EXIT_FAILURE
-
-    if args.store is not None and args.store not in cfg.store_names:
-        known = ", ".join(cfg.store_names) or "none"
-        print(f"katsyncd: unknown store {args.store!r} (configured: {known})", file=sys.stderr)
-        return EXIT_CONFIG
-    stores = [s for s in cfg.stores if args.store in (None, s.name)]
-    url = args.url or cfg.katana.webhook_url
-    report = await diagnose(cfg, stores, url)
-    render(Console(soft_wrap=True), report)
-    return 0 if report.ok else EXIT_FAILURE

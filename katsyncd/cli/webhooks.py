@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
-import aiohttp
 from rich.console import Console
-from rich.table import Table
 
-from katsyncd import __version__
+from katsyncd.cli.exit_codes import EXIT_CONFIG, EXIT_FAILURE, EXIT_OK
+from katsyncd.cli.render import stdout_console, webhooks_table
+from katsyncd.cli.wiring import katana_client
 from katsyncd.config import Config
 from katsyncd.ingest import SUBSCRIBED_EVENTS
 from katsyncd.katana import KatanaClient, KatanaError
-from katsyncd.ratelimit import KatanaLimiter
-
-Webhook = Mapping[str, Any]
+from katsyncd.subscription import Webhook, mismatch
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
@@ -49,50 +46,21 @@ def url_problem(url: str, *, allow_loopback_http: bool = False) -> str | None:
     return f"not an absolute https URL: {url!r}"
 
 
-def events_of(hook: Webhook) -> list[str]:
-    """A subscription's events (an empty list if Katana sent something else)."""
-    events = hook.get("subscribed_events")
-    return [str(e) for e in events] if isinstance(events, list) else []
-
-
-def mismatch(hook: Webhook) -> str | None:
-    """Pure: why a subscription does not deliver exactly what katsyncd needs (None: it does)."""
-    have, want = set(events_of(hook)), set(SUBSCRIBED_EVENTS)
-    problems = []
-    if hook.get("enabled") is not True:
-        problems.append("disabled")
-    if want - have:
-        problems.append(f"{len(want - have)} events missing")
-    if have - want:
-        problems.append(f"{len(have - want)} events extra")
-    return ", ".join(problems) or None
-
-
 async def run_webhooks_cli(cfg: Config, args: argparse.Namespace) -> int:
     """Dispatch ``webhooks register --url URL``, ``webhooks list`` and ``webhooks delete ID``."""
-    from katsyncd.cli import EXIT_CONFIG, EXIT_FAILURE
-
     if args.webhooks_command == "register":
         problem = url_problem(args.url, allow_loopback_http=args.allow_loopback_http)
         if problem is not None:
             print(f"katsyncd: webhooks register --url: {problem}", file=sys.stderr)
             return EXIT_CONFIG
-    console = Console(soft_wrap=True)  # a token or URL is never broken across lines
-    headers = {"User-Agent": f"katsyncd/{__version__}"}
-    async with aiohttp.ClientSession(headers=headers) as session:
-        katana = _katana_client(session, cfg)
+    console = stdout_console()
+    async with katana_client(cfg) as katana:
         try:
             return await _run(katana, args, console)
         except KatanaError as exc:
             detail = f" {exc.body}" if exc.body else ""
             print(f"katsyncd: Katana answered {exc.status}: {exc}{detail}", file=sys.stderr)
             return EXIT_FAILURE
-
-
-def _katana_client(session: aiohttp.ClientSession, cfg: Config) -> KatanaClient:
-    k = cfg.katana
-    limiter = KatanaLimiter(k.requests_per_minute)
-    return KatanaClient(session, k.base_url, k.api_key_value(), limiter, timeout=k.timeout_seconds)
 
 
 async def _run(katana: KatanaClient, args: argparse.Namespace, console: Console) -> int:
@@ -106,7 +74,7 @@ async def _run(katana: KatanaClient, args: argparse.Namespace, console: Console)
         console.print(f"Webhook {args.id} deleted (or it was already gone).")
     else:
         raise AssertionError(command)
-    return 0
+    return EXIT_OK
 
 
 async def register(katana: KatanaClient, url: str, console: Console) -> Webhook:
@@ -153,20 +121,3 @@ def _print_token(console: Console, hook: Webhook) -> None:
     console.print(f"Token: {token}", markup=False)
     console.print("Use it in the [katana] section of the config file:", markup=False)
     console.print(f'webhook_token = "{token}"', markup=False)
-
-
-def webhooks_table(hooks: Sequence[Webhook]) -> Table:
-    """Every subscription: id, url, enabled, number of events, whether katsyncd can use it."""
-    table = Table(title="Katana webhooks")
-    for h in ("ID", "URL", "Enabled", "Events", "Matches katsyncd"):
-        table.add_column(h, overflow="fold")  # narrow terminal: wrap, never truncate
-    for hook in sorted(hooks, key=lambda w: w.get("id") or 0):
-        why = mismatch(hook)
-        table.add_row(
-            str(hook.get("id")),
-            str(hook.get("url")),
-            "yes" if hook.get("enabled") is True else "no",
-            str(len(events_of(hook))),
-            "yes" if why is None else f"no ({why})",
-        )
-    return table

@@ -5,7 +5,8 @@ headers back to it. A 429 is handed to the limiter (which decides how long to wa
 500/502/503/504, timeouts, connection errors and garbage bodies back off with full jitter and
 retry up to ``max_attempts``; 501/505 and other 5xx are final; 401/403 raise ``BcAuthError``; a
 422 raises ``BcRejected``; any other 4xx on a write (400, 404, 409, 413, ...) raises
-``BcStoreError``: the request or the store's configuration is wrong, not an item.
+``BcStoreError``: the request or the store's configuration is wrong, not an item. The loop is
+``katsyncd.httpcore``'s; what is BigCommerce's own is in ``_BcHooks``.
 
 ``write_isolating`` turns one rejected batch into "these items are bad, the rest are written":
 it drops the items a 422 names, and bisects when it names none, within ``ISOLATION_BUDGET``

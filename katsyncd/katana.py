@@ -4,6 +4,7 @@ Every attempt takes one token from the process-wide ``KatanaLimiter`` and feeds 
 X-Ratelimit-* headers back to it. A 429 pauses the limiter for Retry-After and retries; 5xx,
 timeouts, connection errors and garbage bodies back off (full jitter) and retry up to
 ``max_attempts``; 401/403 raise ``KatanaAuthError`` at once; other 4xx raise ``KatanaError``.
+The loop is ``katsyncd.httpcore``'s; what is Katana's own is in ``_KatanaHooks``.
 
 The parsing helpers at the bottom are pure and lenient, because Katana's docs disagree with
 each other about types (strings vs numbers, "Z" vs "+00:00", seconds vs milliseconds).
@@ -613,7 +614,7 @@ class _KatanaHooks:
     """Katana's part in each attempt: the shared limiter at one priority, the X-Ratelimit-*
     headers, Retry-After, metrics, and ``KatanaError``/``KatanaAuthError``."""
 
-    def __init__(self, limiter: KatanaLimiter, metrics: Metrics | None, priority: Priority):
+    def __init__(self, limiter: KatanaLimiter, metrics: Metrics | None, priority: Priority) -> None:
         self.on_wire = 0
         self._limiter = limiter
         self._metrics = metrics

@@ -190,7 +190,7 @@ class BigCommerceClient:
         self._store = store_name or store_hash
         self._core = HttpCore(
             session_transport(session, timeout),
-            RetryPolicy(max(1, max_attempts), backoff_base, backoff_cap, rng=rng),
+            RetryPolicy(max_attempts, backoff_base, backoff_cap, rng=rng),
             service="bigcommerce",
             retry_statuses=RETRY_STATUSES,
             log_fields={"store": self._store},

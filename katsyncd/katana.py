@@ -116,7 +116,7 @@ class KatanaClient:
         self._metrics = metrics
         self._core = HttpCore(
             session_transport(session, timeout),
-            RetryPolicy(max(1, max_attempts), backoff_base, backoff_cap, rng=rng),
+            RetryPolicy(max_attempts, backoff_base, backoff_cap, rng=rng),
             service="katana",
             retry_statuses=SERVER_ERRORS,
         )

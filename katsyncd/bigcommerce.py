@@ -5,7 +5,8 @@ headers back to it. A 429 is handed to the limiter (which decides how long to wa
 500/502/503/504, timeouts, connection errors and garbage bodies back off with full jitter and
 retry up to ``max_attempts``; 501/505 and other 5xx are final; 401/403 raise ``BcAuthError``; a
 422 raises ``BcRejected``; any other 4xx on a write (400, 404, 409, 413, ...) raises
-``BcStoreError``: the request or the store's configuration is wrong, not an item.
+``BcStoreError``: the request or the store's configuration is wrong, not an item. The loop is
+``katsyncd.httpcore``'s; what is BigCommerce's own is in ``_BcHooks``.
 
 ``write_isolating`` turns one rejected batch into "these items are bad, the rest are written":
 it drops the items a 422 names, and bisects when it names none, within ``ISOLATION_BUDGET``
@@ -15,19 +16,27 @@ location is not found is a store error, never bisected.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import random
 import re
 from collections.abc import AsyncIterator, Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
 import aiohttp
 import structlog
 
 from katsyncd import __version__
-from katsyncd.backoff import backoff_delay
+from katsyncd.httpcore import (
+    HttpCore,
+    Params,
+    RateLimited,
+    Refused,
+    Reply,
+    Request,
+    RetryPolicy,
+    Shape,
+    Transient,
+    session_transport,
+)
 from katsyncd.metrics import Metrics
 from katsyncd.models import AbsoluteItem, BcItem, WriteOutcome
 from katsyncd.ratelimit import BcLimiter
@@ -45,7 +54,6 @@ ITEMS_PATH = "/v3/inventory/items"
 MAX_WRITE_ITEMS = 2000
 PAGE_SIZE = 250
 IDS_PER_REQUEST = 250
-MAX_CONSECUTIVE_429 = 20
 RETRY_STATUSES = frozenset({500, 502, 503, 504})
 # Extra requests one batch (<= 2,000 items) may spend bisecting 422s that name no item. Two per
 # halving, and 2,000 items halve to one in 11 steps: every batch pins at least one item.
@@ -59,6 +67,19 @@ TITLE_CHARS = 500
 # them comes back without them, they are read from /v3/catalog/variants (VARIANT_FIELDS).
 PRODUCT_FIELDS = "sku,inventory_tracking,base_variant_id"
 VARIANT_FIELDS = "sku,product_id"
+# What a 2xx must carry: a write its transaction id, a read its rows.
+TRANSACTION = Shape(
+    "an object with a transaction_id",
+    lambda body: isinstance(body, dict) and isinstance(body.get("transaction_id"), str | int),
+)
+ROWS = Shape(
+    "an object with a data list of objects",
+    lambda body: (
+        isinstance(body, dict)
+        and isinstance(body.get("data"), list)
+        and all(isinstance(row, dict) for row in body["data"])
+    ),
+)
 
 FailureReason = Literal[
     "rate_limited", "server_error", "timeout", "rejected", "auth", "request", "location"
@@ -141,30 +162,6 @@ class BcRejected(BcError):
         self.bad_indexes: set[int] = parse_item_indexes(self.errors)
 
 
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _Transient:
-    """An attempt that may succeed if repeated."""
-
-    reason: FailureReason
-    detail: str
-    status: int | None = None
-
-
-class _RateLimited:
-    """An attempt answered 429; the limiter already holds the next request back."""
-
-
-_RATE_LIMITED = _RateLimited()
-_Outcome = _Reply | _Transient | _RateLimited
-
-
 class BigCommerceClient:
     """One store's API. The session belongs to the caller; the limiter is the store's own."""
 
@@ -184,25 +181,30 @@ class BigCommerceClient:
         backoff_base: float = BACKOFF_BASE_SECONDS,
         backoff_cap: float = BACKOFF_CAP_SECONDS,
     ) -> None:
-        self._session = session
         self._root = f"{api_base_url.rstrip('/')}/stores/{store_hash}"
         self._headers = {
             "X-Auth-Token": access_token,
             "Accept": "application/json",
             "User-Agent": f"katsyncd/{__version__}",
         }
-        self._limiter = limiter
-        self._metrics = metrics
         self._store = store_name or store_hash
-        self._max_attempts = max(1, max_attempts)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._rng = rng
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
-        self.writes_in_flight = 0  # write requests on the wire now (shutdown waits for these)
+        self._core = HttpCore(
+            session_transport(session, timeout),
+            RetryPolicy(max_attempts, backoff_base, backoff_cap, rng=rng),
+            service="bigcommerce",
+            retry_statuses=RETRY_STATUSES,
+            log_fields={"store": self._store},
+        )
+        self._read_hooks = _BcHooks(limiter, metrics, self._store, write=False)
+        self._write_hooks = _BcHooks(limiter, metrics, self._store, write=True)
 
     def __repr__(self) -> str:  # never show the token
         return f"BigCommerceClient({self._root!r})"
+
+    @property
+    def writes_in_flight(self) -> int:
+        """Write requests on the wire now (shutdown waits for these)."""
+        return self._write_hooks.on_wire
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -292,7 +294,9 @@ class BigCommerceClient:
                 f"an absolute adjustment takes 1..{MAX_WRITE_ITEMS} items, got {len(items)}"
             )
         body = {"reason": reason, "items": [item.to_json() for item in items]}
-        reply = await self._call("PUT", ABSOLUTE_PATH, json_body=body, write=True)
+        reply = await self._call(
+            "PUT", ABSOLUTE_PATH, json_body=body, shape=TRANSACTION, write=True
+        )
         return str(reply.body["transaction_id"])
 
     async def write_isolating(self, items: Sequence[AbsoluteItem], *, reason: str) -> WriteOutcome:
@@ -321,7 +325,7 @@ class BigCommerceClient:
                 outcome.transaction_ids.append(await self.set_absolute(part, reason=reason))
             except BcRejected as exc:
                 if is_location_error(exc, part):
-                    self._count_failure(True, "location")
+                    self._write_hooks.count_failure("location")
                     raise BcStoreError(
                         str(exc),
                         kind="location",
@@ -353,139 +357,89 @@ class BigCommerceClient:
         method: str,
         path: str,
         *,
-        params: Sequence[tuple[str, str]] = (),
+        params: Params = (),
         json_body: Any = None,
+        shape: Shape = ROWS,
         write: bool = False,
-    ) -> _Reply:
+    ) -> Reply:
         """Send until success, retrying per the policy in the module docstring."""
-        failures = 0
-        rate_limited = 0
-        while True:
-            outcome = await self._attempt(method, path, params, json_body, write)
-            if isinstance(outcome, _Reply):
-                return outcome
-            if isinstance(outcome, _RateLimited):
-                rate_limited += 1
-                if rate_limited >= MAX_CONSECUTIVE_429:
-                    raise BcError("rate limited too often", status=429, store=self._store)
-                continue
-            rate_limited = 0  # the cap is on consecutive 429s
-            failures += 1
-            if failures >= self._max_attempts:
-                raise BcError(
-                    f"{outcome.detail} after {failures} attempt(s)",
-                    status=outcome.status,
-                    store=self._store,
-                )
-            await self._back_off(path, failures, outcome)
-
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        params: Sequence[tuple[str, str]],
-        json_body: Any,
-        write: bool,
-    ) -> _Outcome:
-        await self._wait_for_limiter()
-        self.writes_in_flight += write
-        try:
-            async with self._session.request(
-                method,
-                self._root + path,
-                params=list(params),
-                json=json_body,
-                headers=self._request_headers(json_body),
-                timeout=self._timeout,
-            ) as resp:
-                raw = await resp.read()
-                status, headers = resp.status, resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._count(path, "error")
-            reason: FailureReason = "timeout" if isinstance(exc, TimeoutError) else "server_error"
-            return self._failed(write, _Transient(reason, type(exc).__name__))
-        finally:
-            self.writes_in_flight -= write
-        self._count(path, str(status))
-        self._limiter.observe(headers)
-        outcome = self._classify(status, headers, raw, path, write)
-        if isinstance(outcome, _Reply):
-            self._limiter.on_success()
-        return outcome
-
-    def _classify(
-        self, status: int, headers: Mapping[str, str], raw: bytes, path: str, write: bool
-    ) -> _Outcome:
-        if status == 429:
-            delay = self._limiter.on_429(headers)
-            log.warning(
-                "bigcommerce_rate_limited", store=self._store, delay_seconds=round(delay, 3)
-            )
-            return self._failed(write, _RATE_LIMITED)
-        body = _json_or_none(raw)
-        if 200 <= status < 300:
-            if _valid_success(path, body):
-                return _Reply(status, headers, body)
-            return self._failed(write, _Transient("server_error", "unparseable body", status))
-        if status in RETRY_STATUSES:
-            return self._failed(write, _Transient("server_error", f"HTTP {status}", status))
-        raise self._error(status, body, write)
-
-    def _error(self, status: int, body: Any, write: bool) -> BcError:
-        """The final exception for a non-retryable status."""
-        title, errors = _problem(body)
-        message = f"HTTP {status}: {title}" if title else f"HTTP {status}"
-        if status in (401, 403):
-            self._count_failure(write, "auth")
-            return BcAuthError(message, status=status, title=title, store=self._store)
-        if status == 422:
-            self._count_failure(write, "rejected")
-            return BcRejected(message, status=status, title=title, store=self._store, errors=errors)
-        if write and 400 <= status < 500:
-            self._count_failure(write, "request")
-            kind: StoreErrorKind = "not_found" if status == 404 else "request"
-            return BcStoreError(message, kind=kind, status=status, title=title, store=self._store)
-        if status >= 500:
-            self._count_failure(write, "server_error")
-        return BcError(message, status=status, title=title, store=self._store)
-
-    def _failed(self, write: bool, outcome: _Transient | _RateLimited) -> _Transient | _RateLimited:
-        reason: FailureReason = (
-            "rate_limited" if isinstance(outcome, _RateLimited) else outcome.reason
+        headers = self._headers
+        if json_body is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+        request = Request(
+            method,
+            self._root + path,
+            path,
+            params=params,
+            json_body=json_body,
+            headers=headers,
+            shape=shape,
         )
-        self._count_failure(write, reason)
-        return outcome
+        return await self._core.call(request, self._write_hooks if write else self._read_hooks)
 
-    async def _wait_for_limiter(self) -> None:
+
+class _BcHooks:
+    """BigCommerce's part in each attempt: the store's limiter and its X-Rate-Limit-* headers,
+    metrics (write failures only for writes), and the ``BcError`` family."""
+
+    def __init__(
+        self, limiter: BcLimiter, metrics: Metrics | None, store: str, *, write: bool
+    ) -> None:
+        self.on_wire = 0
+        self._limiter = limiter
+        self._metrics = metrics
+        self._store = store
+        self._write = write
+
+    async def gate(self) -> None:
         waited = await self._limiter.wait()
         if self._metrics is not None and waited > 0:
             self._metrics.bc_rate_limit_wait_seconds.labels(store=self._store).inc(waited)
 
-    async def _back_off(self, path: str, failures: int, outcome: _Transient) -> None:
-        delay = backoff_delay(
-            failures - 1, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
-        )
-        log.warning(
-            "bigcommerce_retry",
-            store=self._store,
-            endpoint=path,
-            reason=outcome.detail,
-            attempt=failures,
-            delay_seconds=round(delay, 3),
-        )
-        await asyncio.sleep(delay)
-
-    def _request_headers(self, json_body: Any) -> dict[str, str]:
-        if json_body is None:
-            return self._headers
-        return {**self._headers, "Content-Type": "application/json"}
-
-    def _count(self, path: str, status: str) -> None:
+    def answered(self, request: Request, status: str, headers: Mapping[str, str] | None) -> None:
         if self._metrics is not None:
-            self._metrics.bc_requests.labels(store=self._store, endpoint=path, status=status).inc()
+            labels = {"store": self._store, "endpoint": request.endpoint, "status": status}
+            self._metrics.bc_requests.labels(**labels).inc()
+        if headers is not None:
+            self._limiter.observe(headers)
 
-    def _count_failure(self, write: bool, reason: FailureReason) -> None:
-        if write and self._metrics is not None:
+    def rate_limited(self, request: Request, outcome: RateLimited) -> None:
+        delay = self._limiter.on_429(outcome.headers)
+        log.warning("bigcommerce_rate_limited", store=self._store, delay_seconds=round(delay, 3))
+        self.count_failure("rate_limited")
+
+    def failed(self, request: Request, outcome: Transient) -> None:
+        self.count_failure("timeout" if outcome.kind == "timeout" else "server_error")
+
+    def succeeded(self, request: Request, reply: Reply) -> None:
+        self._limiter.on_success()
+
+    def refused(self, request: Request, outcome: Refused) -> BcError:
+        """The final exception for a status that is not retried."""
+        status = outcome.status
+        title, errors = _problem(outcome.body)
+        message = f"HTTP {status}: {title}" if title else f"HTTP {status}"
+        store = self._store
+        if status in (401, 403):
+            self.count_failure("auth")
+            return BcAuthError(message, status=status, title=title, store=store)
+        if status == 422:
+            self.count_failure("rejected")
+            return BcRejected(message, status=status, title=title, store=store, errors=errors)
+        if self._write and 400 <= status < 500:
+            self.count_failure("request")
+            kind: StoreErrorKind = "not_found" if status == 404 else "request"
+            return BcStoreError(message, kind=kind, status=status, title=title, store=store)
+        if status >= 500:
+            self.count_failure("server_error")
+        return BcError(message, status=status, title=title, store=store)
+
+    def gave_up(self, request: Request, message: str, status: int | None, body: str) -> BcError:
+        return BcError(message, status=status, store=self._store)
+
+    def count_failure(self, reason: FailureReason) -> None:
+        """One failed write, by reason (reads are not counted)."""
+        if self._write and self._metrics is not None:
             self._metrics.bc_write_failures.labels(store=self._store, reason=reason).inc()
 
 
@@ -667,16 +621,6 @@ def is_last_page(body: Mapping[str, Any], rows: int, limit: int) -> bool:
     return rows < limit
 
 
-def _valid_success(path: str, body: Any) -> bool:
-    """Whether a 2xx body has the shape the endpoint promises."""
-    if not isinstance(body, dict):
-        return False
-    if path == ABSOLUTE_PATH:
-        return isinstance(body.get("transaction_id"), str | int)
-    data = body.get("data")
-    return isinstance(data, list) and all(isinstance(row, dict) for row in data)
-
-
 def _problem(body: Any) -> tuple[str, dict[str, Any]]:
     """(title, errors) of a problem+json body; tolerant of anything else."""
     if not isinstance(body, dict):
@@ -684,13 +628,6 @@ def _problem(body: Any) -> tuple[str, dict[str, Any]]:
     title = body.get("title")
     errors = body.get("errors")
     return (str(title) if title is not None else ""), (errors if isinstance(errors, dict) else {})
-
-
-def _json_or_none(raw: bytes) -> Any:
-    try:
-        return json.loads(raw.decode("utf-8", "replace")) if raw.strip() else None
-    except ValueError:
-        return None
 
 
 def _ids_by_kind(items: Iterable[BcItem]) -> dict[Literal["v", "p"], list[int]]:

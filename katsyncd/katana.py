@@ -4,6 +4,7 @@ Every attempt takes one token from the process-wide ``KatanaLimiter`` and feeds 
 X-Ratelimit-* headers back to it. A 429 pauses the limiter for Retry-After and retries; 5xx,
 timeouts, connection errors and garbage bodies back off (full jitter) and retry up to
 ``max_attempts``; 401/403 raise ``KatanaAuthError`` at once; other 4xx raise ``KatanaError``.
+The loop is ``katsyncd.httpcore``'s; what is Katana's own is in ``_KatanaHooks``.
 
 The parsing helpers at the bottom are pure and lenient, because Katana's docs disagree with
 each other about types (strings vs numbers, "Z" vs "+00:00", seconds vs milliseconds).
@@ -11,23 +12,34 @@ each other about types (strings vs numbers, "Z" vs "+00:00", seconds vs millisec
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import structlog
 
 from katsyncd import __version__
-from katsyncd.backoff import backoff_delay
+from katsyncd.httpcore import (
+    ANY_BODY,
+    JSON_OBJECT,
+    HttpCore,
+    Params,
+    RateLimited,
+    Refused,
+    Reply,
+    Request,
+    RetryPolicy,
+    Shape,
+    Transient,
+    retry_after_seconds,
+    session_transport,
+)
 from katsyncd.metrics import Metrics
 from katsyncd.models import (
     InventoryRow,
@@ -44,8 +56,6 @@ from katsyncd.ratelimit import KatanaLimiter
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
-Params = Sequence[tuple[str, str]]
-Expect = Literal["list", "object", "none"]
 PageHook = Callable[[int, int | None], None]  # (pages done, total pages or None)
 
 MAX_PAGE_SIZE = 250
@@ -58,10 +68,12 @@ SWEEP_PROBE_MIN_CHUNKS = 4
 # 4xx statuses that say "this request is too big" whatever the body names.
 _TOO_BIG_STATUSES = frozenset({413, 414, 431})
 DEFAULT_RETRY_AFTER_SECONDS = 60.0
-MAX_CONSECUTIVE_429 = 20
+SERVER_ERRORS = range(500, 600)  # every 5xx is retried
 BACKOFF_BASE_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 BODY_EXCERPT_CHARS = 500
+# A list endpoint's answer: {"data": [{...}, ...]} (or a bare list).
+ROWS = Shape("a data list of objects", lambda body: extract_rows(body) is not None)
 
 
 class KatanaError(Exception):
@@ -78,30 +90,6 @@ class KatanaError(Exception):
 
 class KatanaAuthError(KatanaError):
     """401/403: the API key is missing, wrong or lacks access. Never retried."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    status: int
-    headers: Mapping[str, str]
-    body: Any
-
-
-@dataclass(frozen=True, slots=True)
-class _Transient:
-    """An attempt that may succeed if repeated (5xx, timeout, garbage body)."""
-
-    reason: str
-    status: int | None = None
-    body: str = ""
-
-
-class _RateLimited:
-    """An attempt answered 429; the limiter is already paused."""
-
-
-_RATE_LIMITED = _RateLimited()
-_Outcome = _Reply | _Transient | _RateLimited
 
 
 class KatanaClient:
@@ -123,17 +111,17 @@ class KatanaClient:
         backoff_cap: float = BACKOFF_CAP_SECONDS,
         ids_per_request: int = IDS_PER_REQUEST,
     ) -> None:
-        self._session = session
         self.base_url = base_url
         self.api_key = api_key
-        self._limiter = limiter
         self._metrics = metrics
-        self._max_attempts = max(1, max_attempts)
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._core = HttpCore(
+            session_transport(session, timeout),
+            RetryPolicy(max_attempts, backoff_base, backoff_cap, rng=rng),
+            service="katana",
+            retry_statuses=SERVER_ERRORS,
+        )
+        self._hooks = {p: _KatanaHooks(limiter, metrics, p) for p in Priority}
         self._page_size = min(max(1, page_size), MAX_PAGE_SIZE)
-        self._rng = rng
-        self._backoff_base = backoff_base
-        self._backoff_cap = backoff_cap
         self._learned_ids_limit: int | None = None  # lowered after an ignored/rejected filter
         self.ids_per_request = ids_per_request
         self._id_filter_events: list[dict[str, Any]] = []
@@ -344,8 +332,10 @@ class KatanaClient:
         self, path: str, params: Params, *, priority: Priority
     ) -> tuple[list[dict[str, Any]], bool, int | None]:
         """One page: (rows, is_last_page, total_pages from X-Pagination or None)."""
-        reply = await self._call("GET", path, endpoint=path, priority=priority, params=params)
-        rows: list[dict[str, Any]] = reply.body
+        reply = await self._call(
+            "GET", path, endpoint=path, priority=priority, params=params, shape=ROWS
+        )
+        rows = extract_rows(reply.body) or []
         limit = _param_int(params, "limit", KATANA_DEFAULT_LIMIT)
         header = reply.headers.get("X-Pagination")
         last = is_last_page(header, len(rows), limit)
@@ -567,7 +557,7 @@ class KatanaClient:
             "/webhooks",
             endpoint="/webhooks",
             json_body=body,
-            expect="object",
+            shape=JSON_OBJECT,
             idempotent=False,
         )
         result: dict[str, Any] = reply.body
@@ -577,7 +567,7 @@ class KatanaClient:
         """Change only the given fields of a webhook (PATCH)."""
         path = f"/webhooks/{webhook_id}"
         reply = await self._call(
-            "PATCH", path, endpoint="/webhooks/{id}", json_body=fields, expect="object"
+            "PATCH", path, endpoint="/webhooks/{id}", json_body=fields, shape=JSON_OBJECT
         )
         result: dict[str, Any] = reply.body
         return result
@@ -585,9 +575,7 @@ class KatanaClient:
     async def delete_webhook(self, webhook_id: int) -> None:
         """Delete a webhook; one that is already gone counts as deleted."""
         try:
-            await self._call(
-                "DELETE", f"/webhooks/{webhook_id}", endpoint="/webhooks/{id}", expect="none"
-            )
+            await self._call("DELETE", f"/webhooks/{webhook_id}", endpoint="/webhooks/{id}")
         except KatanaAuthError:
             raise
         except KatanaError as exc:
@@ -605,94 +593,44 @@ class KatanaClient:
         priority: Priority = Priority.LIVE,
         params: Params = (),
         json_body: Any = None,
-        expect: Expect = "list",
+        shape: Shape = ANY_BODY,
         idempotent: bool = True,
-    ) -> _Reply:
+    ) -> Reply:
         """Send until success, retrying per the policy in the module docstring."""
-        failures = 0
-        rate_limited = 0
-        while True:
-            outcome = await self._attempt(method, path, endpoint, priority, params, json_body)
-            if isinstance(outcome, _Reply):
-                outcome = _check_shape(outcome, expect)
-            if isinstance(outcome, _Reply):
-                return outcome
-            if isinstance(outcome, _RateLimited):
-                rate_limited += 1
-                if rate_limited >= MAX_CONSECUTIVE_429:
-                    raise KatanaError("rate limited too often", status=429, endpoint=endpoint)
-                continue
-            rate_limited = 0  # the cap is on consecutive 429s
-            failures += 1
-            if failures >= self._max_attempts or not idempotent:
-                raise KatanaError(
-                    f"{outcome.reason} after {failures} attempt(s)",
-                    status=outcome.status,
-                    endpoint=endpoint,
-                    body=outcome.body,
-                )
-            await self._back_off(endpoint, failures, outcome)
+        request = Request(
+            method,
+            self._base_url + path,
+            endpoint,
+            params=params,
+            json_body=json_body,
+            headers=self._headers,
+            shape=shape,
+            idempotent=idempotent,
+        )
+        return await self._core.call(request, self._hooks[priority])
 
-    async def _attempt(
-        self,
-        method: str,
-        path: str,
-        endpoint: str,
-        priority: Priority,
-        params: Params,
-        json_body: Any,
-    ) -> _Outcome:
-        await self._acquire(priority)
-        try:
-            async with self._session.request(
-                method,
-                self._base_url + path,
-                params=list(params),
-                json=json_body,
-                headers=self._headers,
-                timeout=self._timeout,
-            ) as resp:
-                raw = await resp.read()
-                status, headers = resp.status, resp.headers
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            self._count(endpoint, "error")
-            return _Transient(type(exc).__name__)
-        self._count(endpoint, str(status))
-        self._observe(headers)
-        return self._classify(status, headers, raw, endpoint)
 
-    def _classify(
-        self, status: int, headers: Mapping[str, str], raw: bytes, endpoint: str
-    ) -> _Outcome:
-        text = raw.decode("utf-8", "replace")
-        if status == 429:
-            self._on_429(headers)
-            return _RATE_LIMITED
-        if status in (401, 403):
-            raise KatanaAuthError(
-                f"Katana refused the API key ({status})",
-                status=status,
-                endpoint=endpoint,
-                body=text,
-            )
-        if status >= 500:
-            return _Transient(f"HTTP {status}", status, text)
-        if status >= 400:
-            raise KatanaError(f"HTTP {status}", status=status, endpoint=endpoint, body=text)
-        if not raw.strip():
-            return _Reply(status, headers, None)
-        try:
-            return _Reply(status, headers, json.loads(text))
-        except ValueError:
-            return _Transient("unparseable body", status, text)
+class _KatanaHooks:
+    """Katana's part in each attempt: the shared limiter at one priority, the X-Ratelimit-*
+    headers, Retry-After, metrics, and ``KatanaError``/``KatanaAuthError``."""
 
-    async def _acquire(self, priority: Priority) -> None:
-        waited = await self._limiter.acquire(priority)
+    def __init__(self, limiter: KatanaLimiter, metrics: Metrics | None, priority: Priority) -> None:
+        self.on_wire = 0
+        self._limiter = limiter
+        self._metrics = metrics
+        self._priority = priority
+
+    async def gate(self) -> None:
+        waited = await self._limiter.acquire(self._priority)
         if self._metrics is not None and waited > 0:
-            label = priority.name.lower()
+            label = self._priority.name.lower()
             self._metrics.katana_limiter_wait_seconds.labels(priority=label).inc(waited)
 
-    def _observe(self, headers: Mapping[str, str]) -> None:
+    def answered(self, request: Request, status: str, headers: Mapping[str, str] | None) -> None:
+        if self._metrics is not None:
+            self._metrics.katana_requests.labels(endpoint=request.endpoint, status=status).inc()
+        if headers is None:
+            return
         self._limiter.observe(
             limit=_header_int(headers, "X-Ratelimit-Limit"),
             remaining=_header_int(headers, "X-Ratelimit-Remaining"),
@@ -701,44 +639,31 @@ class KatanaClient:
         if self._metrics is not None:
             self._metrics.katana_budget_remaining.set(self._limiter.available())
 
-    def _on_429(self, headers: Mapping[str, str]) -> None:
-        seconds = parse_retry_after(headers.get("Retry-After"))
+    def rate_limited(self, request: Request, outcome: RateLimited) -> None:
+        seconds = outcome.retry_after
+        if seconds is None:
+            seconds = DEFAULT_RETRY_AFTER_SECONDS
         self._limiter.pause_for(seconds)
         if self._metrics is not None:
             self._metrics.katana_rate_limited.inc()
             self._metrics.katana_budget_remaining.set(self._limiter.available())
         log.warning("katana_rate_limited", retry_after_seconds=seconds)
 
-    async def _back_off(self, endpoint: str, failures: int, outcome: _Transient) -> None:
-        delay = backoff_delay(
-            failures - 1, base=self._backoff_base, cap=self._backoff_cap, rng=self._rng
-        )
-        log.warning(
-            "katana_retry",
-            endpoint=endpoint,
-            reason=outcome.reason,
-            attempt=failures,
-            delay_seconds=round(delay, 3),
-        )
-        await asyncio.sleep(delay)
+    def failed(self, request: Request, outcome: Transient) -> None:
+        pass  # counted by status in ``answered``
 
-    def _count(self, endpoint: str, status: str) -> None:
-        if self._metrics is not None:
-            self._metrics.katana_requests.labels(endpoint=endpoint, status=status).inc()
+    def succeeded(self, request: Request, reply: Reply) -> None:
+        pass
 
+    def refused(self, request: Request, outcome: Refused) -> KatanaError:
+        status, endpoint, body = outcome.status, request.endpoint, outcome.text
+        if status in (401, 403):
+            message = f"Katana refused the API key ({status})"
+            return KatanaAuthError(message, status=status, endpoint=endpoint, body=body)
+        return KatanaError(f"HTTP {status}", status=status, endpoint=endpoint, body=body)
 
-def _check_shape(reply: _Reply, expect: Expect) -> _Outcome:
-    """A 2xx whose JSON is not the expected shape is garbage, retried like a 5xx."""
-    if expect == "none":
-        return reply
-    if expect == "object":
-        if isinstance(reply.body, dict):
-            return reply
-        return _Transient("body is not a JSON object", reply.status)
-    rows = extract_rows(reply.body)
-    if rows is None:
-        return _Transient("body has no data list", reply.status)
-    return _Reply(reply.status, reply.headers, rows)
+    def gave_up(self, request: Request, message: str, status: int | None, body: str) -> KatanaError:
+        return KatanaError(message, status=status, endpoint=request.endpoint, body=body)
 
 
 # -- pure helpers ------------------------------------------------------------------------------
@@ -848,19 +773,8 @@ def format_datetime(value: datetime) -> str:
 
 def parse_retry_after(value: str | None) -> float:
     """Retry-After as seconds (delta-seconds or an HTTP date); 60 when absent or garbage."""
-    if value is None or not value.strip():
-        return DEFAULT_RETRY_AFTER_SECONDS
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return DEFAULT_RETRY_AFTER_SECONDS
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    seconds = retry_after_seconds(value)
+    return DEFAULT_RETRY_AFTER_SECONDS if seconds is None else seconds
 
 
 def _optional_int(value: Any) -> int | None:

@@ -35,6 +35,7 @@ from katsyncd.db import Conn, Database, Q
 from katsyncd.engine import StoreView
 from katsyncd.metrics import Metrics
 from katsyncd.models import AbsoluteItem, WriteOutcome
+from katsyncd.waiting import wait_either
 
 log = structlog.get_logger(__name__)
 
@@ -165,11 +166,11 @@ class StoreWriter:
                         retry_in=round(delay, 2),
                     )
                 self.retry_now.clear()
-                await _wait_event(stop, self.retry_now, delay)
+                await wait_either(stop, self.retry_now, delay)
                 continue
             if not did:
                 self.view.wake.clear()
-                await _wait_event(stop, self.view.wake, IDLE_CHECK_SECONDS)
+                await wait_either(stop, self.view.wake, IDLE_CHECK_SECONDS)
 
     async def push_once(self) -> int:
         """Push one batch of the backlog; returns items handled (0 = nothing to do)."""
@@ -354,12 +355,3 @@ async def _log_pushes(
 def _reason(rows: Sequence[asyncpg.Record]) -> str:
     reasons = sorted({r["reason"] for r in rows})
     return ",".join(reasons[:5]) + ("…" if len(reasons) > 5 else "")
-
-
-async def _wait_event(stop: asyncio.Event, event: asyncio.Event, seconds: float) -> None:
-    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(event.wait())]
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for w in waiters:
-            w.cancel()

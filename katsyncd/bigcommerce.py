@@ -194,6 +194,8 @@ class BigCommerceClient:
             service="bigcommerce",
             retry_statuses=RETRY_STATUSES,
             log_fields={"store": self._store},
+            rate_limit_header="X-Rate-Limit-Requests-Left",
+            unexpected=None if metrics is None else metrics.unexpected_counter("bigcommerce"),
         )
         self._read_hooks = _BcHooks(limiter, metrics, self._store, write=False)
         self._write_hooks = _BcHooks(limiter, metrics, self._store, write=True)

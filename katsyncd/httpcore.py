@@ -41,6 +41,7 @@ Sleep = Callable[[float], Awaitable[None]]
 # What came back for one attempt: (status, headers, raw body).
 Answer = tuple[int, Mapping[str, str], bytes]
 Transport = Callable[["Request"], Awaitable[Answer]]
+Unexpected = Callable[[str, str], None]  # (endpoint, what) of an answer not as documented
 TransientKind = Literal["status", "timeout", "connection", "body"]
 
 MAX_CONSECUTIVE_429 = 20
@@ -164,7 +165,15 @@ class HttpCore:
         retry_statuses: Container[int],
         log_fields: Mapping[str, Any] | None = None,
         sleep: Sleep = asyncio.sleep,
+        rate_limit_header: str | None = None,
+        unexpected: Unexpected | None = None,
     ) -> None:
+        """``rate_limit_header``: a header every 2xx should carry (its absence is an unexpected
+        answer, logged once per endpoint); ``unexpected(endpoint, what)`` counts each
+        unexpected answer (``what``: ``body`` or ``no_rate_limit_headers``)."""
+        self._rate_limit_header = rate_limit_header
+        self._unexpected = unexpected
+        self._headers_missing_logged: set[str] = set()
         self._transport = transport
         self._policy = policy
         self._service = service
@@ -206,6 +215,7 @@ class HttpCore:
             outcome = classify(
                 status, headers, raw, shape=request.shape, retry_statuses=self._retry_statuses
             )
+            self._check_answer(request, status, headers, outcome)
         finally:
             hooks.on_wire -= 1
         if isinstance(outcome, Refused):
@@ -217,6 +227,39 @@ class HttpCore:
         else:
             hooks.succeeded(request, outcome)
         return outcome
+
+    def _check_answer(
+        self, request: Request, status: int, headers: Mapping[str, str], outcome: Outcome
+    ) -> None:
+        """Log and count what the API documents otherwise: a 2xx body of the wrong shape (every
+        time: it is retried, and no stale mark is cleared by it) and a 2xx without the
+        rate-limit header (once per endpoint: the limiter then counts on its own)."""
+        if isinstance(outcome, Transient) and outcome.kind == "body":
+            log.warning(
+                f"{self._service}_unexpected_response",
+                **self._log_fields,
+                endpoint=request.endpoint,
+                status=status,
+                expected=outcome.expected,
+                got=outcome.body[:200],
+            )
+            self._count_unexpected(request.endpoint, "body")
+        header = self._rate_limit_header
+        if header is None or not 200 <= status < 300 or header in headers:
+            return
+        self._count_unexpected(request.endpoint, "no_rate_limit_headers")
+        if request.endpoint not in self._headers_missing_logged:
+            self._headers_missing_logged.add(request.endpoint)
+            log.warning(
+                f"{self._service}_rate_limit_headers_missing",
+                **self._log_fields,
+                endpoint=request.endpoint,
+                expected=header,
+            )
+
+    def _count_unexpected(self, endpoint: str, what: str) -> None:
+        if self._unexpected is not None:
+            self._unexpected(endpoint, what)
 
     async def _back_off(self, request: Request, failures: int, outcome: Transient) -> None:
         policy = self._policy

@@ -119,6 +119,8 @@ class KatanaClient:
             RetryPolicy(max_attempts, backoff_base, backoff_cap, rng=rng),
             service="katana",
             retry_statuses=SERVER_ERRORS,
+            rate_limit_header="X-Ratelimit-Remaining",
+            unexpected=None if metrics is None else metrics.unexpected_counter("katana"),
         )
         self._hooks = {p: _KatanaHooks(limiter, metrics, p) for p in Priority}
         self._page_size = min(max(1, page_size), MAX_PAGE_SIZE)

@@ -7,6 +7,7 @@ counters. Every metric is created here and nowhere else.
 from __future__ import annotations
 
 import platform
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,6 +26,14 @@ HTTP_BUCKETS_SECONDS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 class Metrics:
     """All of katsyncd's metrics, registered in their own registry."""
+
+    def unexpected_counter(self, api: str) -> Callable[[str, str], None]:
+        """``(endpoint, what)`` → counts one answer of ``api`` not as documented."""
+
+        def count(endpoint: str, what: str) -> None:
+            self.api_unexpected.labels(api=api, endpoint=endpoint, what=what).inc()
+
+        return count
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
@@ -65,6 +74,14 @@ class Metrics:
         self.debounce_flushed_variants = Counter(
             "katsyncd_debounce_flushed_variants_total",
             "Variants released by the debouncer for a Katana read",
+            registry=r,
+        )
+
+        self.api_unexpected = Counter(
+            "katsyncd_api_unexpected_responses_total",
+            "Answers not as the API documents them, by API, endpoint and what: body (a 2xx "
+            "whose body is not JSON of the promised shape; retried) or no_rate_limit_headers",
+            ["api", "endpoint", "what"],
             registry=r,
         )
 

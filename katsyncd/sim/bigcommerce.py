@@ -940,6 +940,8 @@ class SimStore:
         reset_ms = self._window.reset_ms(self._clock(), self.window_ms)
         remaining = self.quota - self._window.used if left is None else left
         headers = rate_limit_headers(self.quota, self.window_ms, remaining, reset_ms)
+        if not self.quirks().rate_limit_headers:
+            headers = {}
         if retry_after:
             headers["X-Retry-After"] = str(retry_after_seconds(reset_ms))
         return headers

@@ -137,7 +137,8 @@ class KatanaApi:
             await asyncio.sleep(self._sim.latency)
         path = request.path[3:]
         response = await self._answer(request, handler, path)
-        response.headers.update(self.window.headers(self._sim.requests_per_minute))
+        if self._sim.quirks.rate_limit_headers:
+            response.headers.update(self.window.headers(self._sim.requests_per_minute))
         record = RequestRecord(
             request.method, path, list(request.query.items()), response.status, at
         )

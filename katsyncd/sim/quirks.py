@@ -35,6 +35,11 @@ class KatanaQuirks:
     """Above the limit: ``ignore`` drops the filter silently (rows for ids not asked for come
     back, as qs does past its array limit); ``reject`` answers 400 naming the parameter."""
 
+    rate_limit_headers: bool = True
+    """Whether answers carry ``X-Ratelimit-*`` (documented; ``False`` plays a gateway that
+    strips them: katsyncd must then keep to the quota by its own count). Not part of
+    :func:`pessimistic`: a fault to test, not a reading of the docs."""
+
     row_edits_bump_order: bool = True
     """Whether editing, moving or deleting a sales-order row bumps the order's own
     ``updated_at`` (undocumented; the rows' ``updated_at`` always moves)."""
@@ -45,6 +50,10 @@ class BigCommerceQuirks:
     include_fields_keeps_variants: bool = True
     """Whether ``GET /v3/catalog/products?include=variants&include_fields=…`` still embeds the
     variants when ``include_fields`` does not name ``variants`` (the spec does not say)."""
+
+    rate_limit_headers: bool = True
+    """Whether answers carry ``X-Rate-Limit-*`` (documented; ``False`` plays a proxy that
+    strips them). Not part of :func:`pessimistic`."""
 
     errors_name_items: bool = True
     """Whether a rejected stock write says which items were wrong (a 422 with ``errors``

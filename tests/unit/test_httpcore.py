@@ -237,8 +237,46 @@ async def test_a_retry_of_a_bad_body_logs_the_endpoint_and_what_was_expected() -
     transport = Scripted(hooks, (200, {}, b'{"rows": []}'), OK)
     with structlog.testing.capture_logs() as logs:
         await core(transport, sleeps).call(request(), hooks)
-    (entry,) = logs
+    unexpected, entry = logs
+    assert unexpected["event"] == "test_unexpected_response"
+    assert unexpected["endpoint"] == "/rows" and unexpected["status"] == 200
+    assert unexpected["expected"] == "a data list" and unexpected["got"] == '{"rows": []}'
     assert entry["event"] == "test_retry"
     assert entry["endpoint"] == "/rows"
     assert entry["expected"] == "a data list"
     assert entry["reason"] == "body is not a data list"
+
+
+async def test_unexpected_answers_are_counted_and_missing_headers_logged_once() -> None:
+    hooks, sleeps = Hooks(), Sleeps()
+    counted: list[tuple[str, str]] = []
+    transport = Scripted(hooks, (200, {}, b"<html>"), OK, OK, (200, {"X-Left": "9"}, OK[2]))
+    policy = RetryPolicy(3, 1.0, 8.0, rng=random.Random(7))
+    http = HttpCore(
+        transport,
+        policy,
+        service="test",
+        retry_statuses=SERVER_ERRORS,
+        sleep=sleeps,
+        rate_limit_header="X-Left",
+        unexpected=lambda endpoint, what: counted.append((endpoint, what)),
+    )
+    with structlog.testing.capture_logs() as logs:
+        await http.call(request(), hooks)  # garbage, then a good answer without the header
+        await http.call(request(), hooks)  # without the header again: counted, not logged
+        await http.call(request(), hooks)  # with the header: nothing
+    assert counted == [
+        ("/rows", "body"),
+        ("/rows", "no_rate_limit_headers"),
+        ("/rows", "no_rate_limit_headers"),
+        ("/rows", "no_rate_limit_headers"),
+    ]
+    missing = [e for e in logs if e["event"] == "test_rate_limit_headers_missing"]
+    assert missing == [
+        {
+            "event": "test_rate_limit_headers_missing",
+            "endpoint": "/rows",
+            "expected": "X-Left",
+            "log_level": "warning",
+        }
+    ]

@@ -194,34 +194,42 @@ class DaemonLoops:
     loops: list[tuple[str, Loop]]  # (task name, loop), started in this order
 
 
-def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoops:
-    """The loops the daemon runs over ``parts`` (each ``loop(stop)`` until ``stop`` is set)."""
+def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
+    """The variant flusher and the sales-order resolver, on the Katana budget and rate."""
     ready = mirror_ready(parts.poller)
-    limiter, config, marks = parts.katana_limiter, parts.config.get, parts.marks
+    limiter, config = parts.katana_limiter, parts.config.get
 
     def rate() -> float:
         return config().katana.requests_per_minute
 
+    variant_policy = VariantFlushPolicy(
+        limiter.available,
+        rate,
+        katana=parts.katana,
+        locations=lambda: len(parts.stores.locations),
+        catalogs_pending=parts.stores.catalogs_pending,
+    )
     variants = FlushLoop(
-        marks.variants,
-        VariantFlushPolicy(
-            limiter.available,
-            rate,
-            katana=parts.katana,
-            locations=lambda: len(parts.stores.locations),
-            catalogs_pending=parts.stores.catalogs_pending,
-        ),
+        parts.marks.variants,
+        variant_policy,
         flush_variants(parts.db, parts.engine, parts.metrics),
         max_batch=MAX_VARIANTS_PER_FLUSH,
         ready=ready,
     )
     orders = FlushLoop(
-        marks.orders,
+        parts.marks.orders,
         FlushPolicy(limiter.available, rate),
         resolve_orders(parts.poller),
         max_batch=MAX_ORDERS_PER_RESOLVE,
         ready=ready,
     )
+    return variants, orders
+
+
+def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoops:
+    """The loops the daemon runs over ``parts`` (each ``loop(stop)`` until ``stop`` is set)."""
+    config, marks = parts.config.get, parts.marks
+    variants, orders = flush_loops(parts)
     polls = PollSchedule(
         parts.poller,
         parts.katana,
@@ -232,6 +240,7 @@ def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoo
         wake=marks.poll_wake,
         rng=rng,
     )
+    ready = mirror_ready(parts.poller)
     catalog = CatalogSchedule(parts.stores, parts.db, marks.mark_variants, config, ready=ready)
     status = StatusReporter(
         life,
@@ -239,7 +248,7 @@ def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoo
         parts.metrics,
         parts.stores,
         marks,
-        limiter,
+        parts.katana_limiter,
         parts.katana,
         last_reconcile=lambda: parts.reconciles.last,
         config=config,

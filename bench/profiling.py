@@ -30,7 +30,7 @@ WRAPPER_FRAMES = (
     "run_forever",
     "_run_once",
     "Handle._run",
-    "Daemon._guard",
+    "Daemon._supervised",
 )
 
 

@@ -25,10 +25,13 @@ class Debouncer:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._changed = asyncio.Event()
-        self.marks_total = 0
 
     def __len__(self) -> int:
         return len(self._first)
+
+    def now(self) -> float:
+        """The injected clock's time (what due times are measured on)."""
+        return self._clock()
 
     def configure(self, debounce: float, max_delay: float) -> None:
         self.debounce, self.max_delay = debounce, max_delay
@@ -43,7 +46,6 @@ class Debouncer:
         now = self._clock()
         last = now - self.debounce if settled else now
         for k in keys:
-            self.marks_total += 1
             first = self._first.get(k)
             start = now if first_seen is None else min(first_seen, now)
             self._first[k] = start if first is None else min(first, start)

@@ -1,31 +1,59 @@
-"""HTTP surface: the Katana webhook receiver, health, readiness, metrics and status."""
+"""HTTP surface: the Katana webhook receiver, health, readiness, metrics and status.
+
+The app gets narrow dependencies (``HttpDeps``): the committer webhooks are submitted to, a
+readiness probe, a status provider, the metrics, and the few settings it reads per request.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from katsyncd.db import pending_migrations
-from katsyncd.ingest import WebhookError, parse_event, verify_signature
-
-if TYPE_CHECKING:
-    from katsyncd.daemon import Daemon
+from katsyncd.ingest import (
+    SUBSCRIBED_EVENTS,
+    Effect,
+    WebhookError,
+    parse_event,
+    verify_signature,
+)
+from katsyncd.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 ACK_TIMEOUT_SECONDS = 8.0  # Katana waits 10 s; answer 503 before that so it retries
-DAEMON_KEY: web.AppKey[Daemon] = web.AppKey("daemon")
 
 
-def build_app(daemon: Daemon) -> web.Application:
-    app = web.Application(client_max_size=daemon.config.server.max_body_bytes)
-    app[DAEMON_KEY] = daemon
+class Committer(Protocol):
+    """Where a webhook's effects are made durable (``ingest.GroupCommitter``)."""
+
+    async def submit(self, effects: tuple[Effect, ...], reason: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class HttpDeps:
+    committer: Committer
+    ready: Callable[[], Awaitable[tuple[bool, dict[str, Any]]]]  # ok, and the checks made
+    status: Callable[[], Awaitable[dict[str, Any]]]  # the /status document
+    metrics: Metrics
+    draining: Callable[[], bool]  # a stop was asked for: webhooks get 503
+    webhook_token: Callable[[], str]  # the current signing secret (a reload may change it)
+    max_body_bytes: Callable[[], int]
+
+
+DEPS_KEY: web.AppKey[HttpDeps] = web.AppKey("deps", HttpDeps)
+
+
+def build_app(deps: HttpDeps) -> web.Application:
+    app = web.Application(client_max_size=deps.max_body_bytes())
+    app[DEPS_KEY] = deps
     app.router.add_post("/webhooks/katana", webhook)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
@@ -50,16 +78,14 @@ async def _read_body(request: web.Request, limit: int) -> bytes:
 
 
 async def webhook(request: web.Request) -> web.Response:
-    d = request.app[DAEMON_KEY]
+    d = request.app[DEPS_KEY]
     started = time.monotonic()
     event, outcome = "unknown", "error"
     try:
-        if d.draining:
+        if d.draining():
             raise WebhookError(503, "shutting down; retry later")
-        body = await _read_body(request, d.config.server.max_body_bytes)
-        if not verify_signature(
-            body, request.headers.get("x-sha2-signature"), d.config.katana.webhook_token_value()
-        ):
+        body = await _read_body(request, d.max_body_bytes())
+        if not verify_signature(body, request.headers.get("x-sha2-signature"), d.webhook_token()):
             raise WebhookError(401, "bad or missing x-sha2-signature")
         parsed = parse_event(body)
         event = parsed.event
@@ -88,8 +114,6 @@ async def webhook(request: web.Request) -> web.Response:
 
 def _event_label(event: str) -> str:
     """Bound the label set: unknown event names are grouped."""
-    from katsyncd.ingest import SUBSCRIBED_EVENTS
-
     return event if event in SUBSCRIBED_EVENTS or event == "unknown" else "other"
 
 
@@ -100,30 +124,18 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def readyz(request: web.Request) -> web.Response:
     """Readiness: config loaded, Postgres reachable, migrations applied, not draining."""
-    d = request.app[DAEMON_KEY]
-    checks: dict[str, Any] = {"config": True, "draining": d.draining}
-    try:
-        async with d.db.pool.acquire(timeout=2) as conn:
-            await conn.fetchval("SELECT 1")
-            pending = await pending_migrations(conn)
-        checks["database"] = True
-        checks["migrations_pending"] = pending
-    except Exception as exc:
-        checks["database"] = False
-        checks["database_error"] = type(exc).__name__
-        pending = []
-    ok = d.ready and checks["database"] and not pending and not d.draining
+    ok, checks = await request.app[DEPS_KEY].ready()
     return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    d = request.app[DAEMON_KEY]
+    d = request.app[DEPS_KEY]
     body = d.metrics.exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def status(request: web.Request) -> web.Response:
-    d = request.app[DAEMON_KEY]
+    d = request.app[DEPS_KEY]
     try:
         return web.json_response(await d.status())
     except (OSError, asyncpg.PostgresError, RuntimeError) as exc:

@@ -1,9 +1,8 @@
 """What the one-shot commands build, in one place, the way the daemon builds it.
 
 Each function opens what a command needs and closes it when the command is done. ``offline``
-is the daemon's own set of components without its loops or listener; today it is
-``Daemon(cfg).offline()``, and it is the only place the CLI reaches into the daemon for that,
-so moving to a shared wiring module changes this body only.
+is the daemon's own set of components without its loops or listener, built by the same
+``katsyncd.wiring`` the daemon builds through.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ import aiohttp
 
 from katsyncd import __version__
 from katsyncd.config import Config
-from katsyncd.daemon import Daemon
 from katsyncd.db import Database
 from katsyncd.katana import KatanaClient, PageHook
 from katsyncd.ratelimit import KatanaLimiter
 from katsyncd.reconcile import ReconcileReport
+from katsyncd.wiring import build_offline
 
 
 class OneShot(Protocol):
@@ -42,9 +41,8 @@ class OneShot(Protocol):
 async def offline(cfg: Config) -> AsyncIterator[OneShot]:
     """The daemon's components built from ``cfg`` and connected (database migrated, clients,
     engine, poller, stores with their locations), with no loop or listener running."""
-    daemon = Daemon(cfg)
-    async with daemon.offline():
-        yield daemon
+    async with build_offline(cfg) as parts:
+        yield parts
 
 
 @contextlib.asynccontextmanager

@@ -41,6 +41,7 @@ from katsyncd.reconcile import (
 from katsyncd.sim.bigcommerce import SimStore
 from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World, WorldStore, free_port
+from katsyncd.wiring import build_offline
 from tests.support.bcspec import make_validator
 from tests.support.cli_helpers import run_cli
 from tests.support.harness import (
@@ -251,9 +252,8 @@ def config_for(world: World, db_url: str, **sync: Any) -> Config:
 
 async def reconcile(cfg: Config, *, dry_run: bool = False) -> ReconcileReport:
     """What ``katsyncd reconcile`` does, without the printing."""
-    daemon = Daemon(cfg)
-    async with daemon.offline():
-        return await daemon.reconcile("test", dry_run=dry_run, push=True)
+    async with build_offline(cfg) as parts:
+        return await parts.reconcile("test", dry_run=dry_run, push=True)
 
 
 async def item_levels(db_url: str) -> list[dict[str, Any]]:

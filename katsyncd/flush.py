@@ -1,0 +1,237 @@
+"""The flush policy: when pending stale keys are read, and how many at once.
+
+Each kind of stale key (variants, sales orders) has one ``FlushLoop``: it waits until a key is
+due (its ``Debouncer``), asks its ``FlushPolicy`` whether to read now, and hands the batch to
+a handler (``flush_variants``, ``resolve_orders``). Time comes from the debouncer's injected
+clock; the loop's pauses are injected (``FlushIntervals``, ``pause``), so the policy and the
+loop can be driven without a real clock or a database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from katsyncd.db import Database
+from katsyncd.debounce import Debouncer
+from katsyncd.engine import Engine
+from katsyncd.metrics import Metrics
+from katsyncd.persistence import marks as stored
+from katsyncd.poller import Poller
+from katsyncd.waiting import wait_stop
+
+log = structlog.get_logger(__name__)
+
+MAX_VARIANTS_PER_FLUSH = 5000
+MAX_ORDERS_PER_RESOLVE = 1000
+KATANA_PAGE_ROWS = 250  # Katana's page size (rows)
+
+Handler = Callable[[list[int]], Awaitable[None]]
+Pause = Callable[[asyncio.Event, float], Awaitable[object]]  # e.g. waiting.wait_stop
+
+
+class SweepCost(Protocol):
+    """What the policy asks the Katana client about the cost of reads."""
+
+    @property
+    def effective_ids_per_request(self) -> int: ...
+
+    def inventory_sweep_cheaper(self, variants: int) -> bool: ...
+
+    def inventory_sweep_pages(self) -> int | None: ...
+
+
+def budget_plenty(available: float, requests_per_minute: float) -> bool:
+    """At least half a minute's Katana requests are in the bucket."""
+    return available >= requests_per_minute / 2
+
+
+def variants_per_page(locations: int, ids_per_request: int) -> int:
+    """Variants one /inventory request reads: one row per (variant, location), and no more
+    ids than the gateway honours."""
+    rows = max(1, KATANA_PAGE_ROWS // max(1, locations))
+    return min(rows, ids_per_request)
+
+
+def should_wait_for_more(deb: Debouncer, due: list[int], per_page: int, *, plenty: bool) -> bool:
+    """In a burst with the Katana budget low, wait for a full page (or the deadline)
+    rather than spend a request on a few keys. On a quiet day read at once."""
+    if plenty:
+        return False
+    if len(due) >= per_page or len(deb) < per_page:
+        return False  # a full page is ready, or there is no burst to wait for
+    oldest = deb.oldest_first_seen(due)
+    return oldest is not None and deb.now() < oldest + deb.max_delay
+
+
+class FlushPolicy:
+    """Sales orders: a page of ``KATANA_PAGE_ROWS``, waited for only when the budget is short."""
+
+    def __init__(self, budget: Callable[[], float], rate: Callable[[], float]) -> None:
+        self._budget = budget  # Katana requests available now
+        self._rate = rate  # Katana requests per minute (a reload may change it)
+
+    def budget_plenty(self) -> bool:
+        return budget_plenty(self._budget(), self._rate())
+
+    def per_page(self) -> int:
+        return KATANA_PAGE_ROWS
+
+    def wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
+        """Read nothing yet: ``due`` is too small a batch for what it would cost now."""
+        return should_wait_for_more(deb, due, self.per_page(), plenty=self.budget_plenty())
+
+    def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
+        return batch
+
+
+class VariantFlushPolicy(FlushPolicy):
+    """Variants: pages sized by the locations and the gateway's id cap, and full /inventory
+    sweeps held or widened when one would settle every pending variant."""
+
+    def __init__(
+        self,
+        budget: Callable[[], float],
+        rate: Callable[[], float],
+        *,
+        katana: SweepCost,
+        locations: Callable[[], int],
+        catalogs_pending: Callable[[], bool],
+    ) -> None:
+        super().__init__(budget, rate)
+        self._katana = katana
+        self._locations = locations
+        self._catalogs_pending = catalogs_pending  # some store's first catalog refresh is due
+
+    def per_page(self) -> int:
+        return variants_per_page(self._locations(), self._katana.effective_ids_per_request)
+
+    def wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
+        return super().wait_for_more(deb, due) or self.hold_sweep(deb, due)
+
+    def hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
+        """With the budget short and the pending variants due for a full /inventory sweep,
+        hold the sweep while marks are still arriving (some pending variant is inside its
+        quiet time): a sweep started mid-burst is stale before it ends and has to be repeated,
+        which costs ceil(rows / 250) requests each time. Held at most twice the sweep's own
+        duration at the configured rate (or ``max_delay`` if longer) after the oldest mark.
+        At start, a sweep also waits for every store's first catalog refresh (its marks would
+        otherwise arrive during the sweep and cost a second one).
+
+        (Measured with ``python -m bench --scenario burst --array-filter-limit 20``, see
+        docs/PERFORMANCE.md.)"""
+        if not self._katana.inventory_sweep_cheaper(len(deb)):
+            return False
+        if self._catalogs_pending():
+            return True  # a first catalog refresh is about to mark its SKUs: one sweep for all
+        if self.budget_plenty() or len(due) >= len(deb):
+            return False
+        pages = self._katana.inventory_sweep_pages() or 0
+        sweep_seconds = pages * 60.0 / self._rate()
+        oldest = deb.oldest_first_seen(deb.due(now=math.inf))
+        cap = max(deb.max_delay, 2 * sweep_seconds)
+        return oldest is not None and deb.now() < oldest + cap
+
+    def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
+        """When every pending variant together costs more id chunks than one full /inventory
+        sweep, the sweep settles them all for the same requests: take them all (most overdue
+        first, up to ``max_batch``). Reading a variant before its quiet time is over is
+        correct (its mark clears only up to the generation read); it saves a read later."""
+        if len(deb) <= len(batch) or not self._katana.inventory_sweep_cheaper(len(deb)):
+            return batch
+        chosen = set(batch)
+        rest = sorted((k for k in deb.due(now=math.inf) if k not in chosen), key=deb.due_at)
+        return [*batch, *rest][:max_batch]
+
+
+@dataclass(frozen=True, slots=True)
+class FlushIntervals:
+    not_ready: float = 0.2  # the mirror has not been polled yet
+    wait_for_more: float = 0.25  # the policy waits for a fuller batch
+    after_failure: float = 2.0  # a batch failed: its keys go back, the loop backs off
+
+
+class FlushLoop:
+    """Hand due keys to ``handle`` in bulk; on failure the keys go back (their marks are
+    durable anyway) and the loop backs off.
+
+    (Measured with ``python -m bench --scenario burst``: capping a batch at one page while
+    tokens are short gave 32 BigCommerce writes per store instead of 3, against a target
+    of 10; large batches stay.)
+    """
+
+    def __init__(
+        self,
+        deb: Debouncer,
+        policy: FlushPolicy,
+        handle: Handler,
+        *,
+        max_batch: int,
+        ready: Callable[[], bool],
+        intervals: FlushIntervals = FlushIntervals(),
+        pause: Pause = wait_stop,
+    ) -> None:
+        self.deb = deb
+        self.policy = policy
+        self._handle = handle
+        self._max_batch = max_batch
+        self._ready = ready  # the Katana mirror is populated (both first polls done)
+        self._intervals = intervals
+        self._pause = pause
+
+    async def run(self, stop: asyncio.Event) -> None:
+        deb, policy = self.deb, self.policy
+        while await deb.wait_due(stop):
+            if not self._ready():
+                await self._pause(stop, self._intervals.not_ready)
+                continue
+            due = deb.due()
+            if policy.wait_for_more(deb, due):
+                await self._pause(stop, self._intervals.wait_for_more)
+                continue
+            batch = sorted(due, key=deb.due_at)[: self._max_batch]  # most overdue first
+            batch = policy.widen(deb, batch, self._max_batch)
+            firsts = deb.take(batch)
+            try:
+                await self._handle(batch)
+            except Exception as exc:
+                log.warning("flush_failed", keys=len(batch), error=str(exc) or type(exc).__name__)
+                deb.mark(batch, first_seen=min(firsts.values()))
+                await self._pause(stop, self._intervals.after_failure)
+
+
+def flush_variants(db: Database, engine: Engine, metrics: Metrics) -> Handler:
+    """Read a batch of stale variants and recompute their levels (clearing their marks)."""
+
+    async def flush(batch: list[int]) -> None:
+        marks = await stored.variant_marks(db.pool, batch)
+        started = time.monotonic()
+        changed = await engine.refresh(
+            batch, reason=marks.reason, gens=marks.gens, stale_since=marks.since
+        )
+        metrics.debounce_flushed_variants.inc(len(batch))
+        log.info(
+            "variants_flushed",
+            variants=len(batch),
+            levels_changed=changed,
+            reason=marks.reason,
+            seconds=round(time.monotonic() - started, 3),
+        )
+
+    return flush
+
+
+def resolve_orders(poller: Poller) -> Handler:
+    """Resolve a batch of marked sales orders (mirror them, mark their variants)."""
+
+    async def resolve(batch: list[int]) -> None:
+        marked = await poller.resolve_sales_orders(batch)
+        log.info("sales_orders_resolved", orders=len(batch), variants_marked=marked)
+
+    return resolve

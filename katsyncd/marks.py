@@ -1,0 +1,83 @@
+"""Stale marks: the one place that marks variants and sales orders stale.
+
+A mark has two halves. The durable half is a row in Postgres (``persistence.marks``; the
+webhook path writes it inside the group commit), so a restart loses none. The timing half is
+one in-memory ``Debouncer`` per kind: a burst of marks for one key becomes one read. Other
+components get ``mark_variants`` / ``mark_sales_orders`` as callables (``MarkFn``), never this
+object.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Collection
+
+import asyncpg
+import structlog
+
+from katsyncd.debounce import Debouncer
+from katsyncd.ingest import Effect
+from katsyncd.metrics import Metrics
+from katsyncd.persistence import marks as stored
+
+log = structlog.get_logger(__name__)
+
+MarkFn = Callable[[Collection[int], str], Awaitable[None]]
+ORDER_DEBOUNCE_CAP_SECONDS = 1.0  # sales orders are resolved at most this long after a mark
+
+
+class StaleMarks:
+    def __init__(
+        self,
+        pool: Callable[[], asyncpg.Pool],
+        metrics: Metrics,
+        *,
+        debounce: float,
+        max_delay: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._pool = pool
+        self._metrics = metrics
+        self.variants = Debouncer(debounce, max_delay, clock=clock)
+        self.orders = Debouncer(min(debounce, ORDER_DEBOUNCE_CAP_SECONDS), max_delay, clock=clock)
+        self.poll_wake = asyncio.Event()  # a committed webhook asked for a poll
+
+    def configure(self, debounce: float, max_delay: float) -> None:
+        """New timings (a reload); pending marks keep their first-seen times."""
+        self.variants.configure(debounce, max_delay)
+        self.orders.configure(min(debounce, ORDER_DEBOUNCE_CAP_SECONDS), max_delay)
+
+    def on_committed(self, effects: list[Effect]) -> None:
+        """The group committer made these webhook effects durable: time them."""
+        variant_ids = [int(e.ident) for e in effects if e.kind == "variant"]
+        self._metrics.debounce_marks.inc(len(variant_ids))
+        self.variants.mark(variant_ids)
+        self.orders.mark(int(e.ident) for e in effects if e.kind == "sales_order")
+        if any(e.kind == "poll" for e in effects):
+            self.poll_wake.set()
+
+    async def mark_variants(self, ids: Collection[int], reason: str) -> None:
+        """Durably mark variants stale (polls, catalogue, reconcile, rules) and time them."""
+        unique = sorted(set(ids))
+        await stored.mark_variants(self._pool(), unique, reason)
+        self._metrics.debounce_marks.inc(len(unique))
+        self.variants.mark(unique, settled=True)  # from a read of Katana: no quiet time needed
+
+    async def mark_sales_orders(self, ids: Collection[int], reason: str) -> None:
+        """Durably mark sales orders for resolution (a row poll met an order not mirrored)."""
+        unique = sorted(set(ids))
+        if not unique:
+            return
+        await stored.mark_sales_orders(self._pool(), unique, reason)
+        self.orders.mark(unique, settled=True)
+
+    async def load(self) -> None:
+        """At start: time the durable marks a previous run left, backdated by their age."""
+        pool = self._pool()
+        now = self.variants.now()
+        for variant_id, age in await stored.stale_variants(pool):
+            self.variants.mark([variant_id], first_seen=now - age)
+        for so_id, age in await stored.stale_sales_orders(pool):
+            self.orders.mark([so_id], first_seen=now - age)
+        log.info("stale_marks_loaded", variants=len(self.variants), sales_orders=len(self.orders))

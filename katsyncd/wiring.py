@@ -1,0 +1,267 @@
+"""Wiring: every component built from a Config, in one place, for the daemon and for one-shot
+commands alike.
+
+``connected`` opens the database (migrated) and the HTTP session and yields the ``Parts``;
+``build_offline`` adds Katana's locations, for a one-shot command (``katsyncd reconcile``);
+``daemon_loops`` builds the loops the daemon supervises on top of the parts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+from katsyncd import __version__
+from katsyncd.config import Config
+from katsyncd.db import Database
+from katsyncd.engine import Engine
+from katsyncd.flush import (
+    MAX_ORDERS_PER_RESOLVE,
+    MAX_VARIANTS_PER_FLUSH,
+    FlushLoop,
+    FlushPolicy,
+    VariantFlushPolicy,
+    flush_variants,
+    resolve_orders,
+)
+from katsyncd.ingest import GroupCommitter
+from katsyncd.katana import KatanaClient, PageHook
+from katsyncd.marks import StaleMarks
+from katsyncd.metrics import Metrics
+from katsyncd.poller import Poller
+from katsyncd.ratelimit import KatanaLimiter
+from katsyncd.reconcile import ReconcileReport
+from katsyncd.schedules import (
+    CatalogSchedule,
+    PollSchedule,
+    Reconciles,
+    mirror_ready,
+    refresh_locations,
+)
+from katsyncd.status import Lifecycle, StatusReporter
+from katsyncd.stores import StoreRegistry
+
+Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
+
+
+class ConfigRef:
+    """The config in force; a reload swaps it, components read it through ``get``."""
+
+    def __init__(self, config: Config) -> None:
+        self.value = config
+
+    def get(self) -> Config:
+        return self.value
+
+
+@dataclass
+class Parts:
+    """The components, connected, with no loop or listener running."""
+
+    config: ConfigRef
+    db: Database
+    metrics: Metrics
+    katana_limiter: KatanaLimiter
+    katana: KatanaClient
+    engine: Engine
+    poller: Poller
+    marks: StaleMarks
+    committer: GroupCommitter
+    stores: StoreRegistry
+    reconciles: Reconciles
+
+    def mirror_ready(self) -> bool:
+        return mirror_ready(self.poller)()
+
+    async def reconcile(
+        self,
+        reason: str,
+        stores: Collection[str] | None = None,
+        *,
+        dry_run: bool = False,
+        push: bool = False,
+        on_page: PageHook | None = None,
+    ) -> ReconcileReport:
+        """One full reconcile (see ``schedules.Reconciles.reconcile``)."""
+        return await self.reconciles.reconcile(
+            reason, stores, dry_run=dry_run, push=push, on_page=on_page
+        )
+
+
+def database(config: Config) -> Database:
+    d = config.database
+    return Database(
+        d.url, state_dir=Path(d.state_dir), min_size=d.pool_min_size, max_size=d.pool_max_size
+    )
+
+
+def build(
+    config: ConfigRef,
+    db: Database,
+    session: aiohttp.ClientSession,
+    metrics: Metrics,
+    rng: random.Random,
+) -> Parts:
+    """Every component, from the config (no I/O: the pool is opened by the caller)."""
+    cfg = config.get()
+    k = cfg.katana
+    limiter = KatanaLimiter(k.requests_per_minute)
+    katana = KatanaClient(
+        session,
+        k.base_url,
+        k.api_key_value(),
+        limiter,
+        metrics,
+        timeout=k.timeout_seconds,
+        rng=rng,
+        ids_per_request=k.ids_per_request,
+    )
+    marks = StaleMarks(
+        lambda: db.pool,
+        metrics,
+        debounce=cfg.sync.debounce_seconds,
+        max_delay=cfg.sync.max_delay_seconds,
+    )
+    stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng)
+    engine = Engine(db, katana, metrics, stores=stores.views)
+    poller = Poller(
+        db, katana, engine, metrics, mark=marks.mark_variants, mark_orders=marks.mark_sales_orders
+    )
+    for sc in cfg.stores:
+        _ = stores.add(sc)
+    return Parts(
+        config=config,
+        db=db,
+        metrics=metrics,
+        katana_limiter=limiter,
+        katana=katana,
+        engine=engine,
+        poller=poller,
+        marks=marks,
+        committer=GroupCommitter(lambda: db.pool, on_committed=marks.on_committed),
+        stores=stores,
+        reconciles=Reconciles(db, engine, poller, stores, metrics, config.get, rng=rng),
+    )
+
+
+def apply_katana_config(parts: Parts, new: Config) -> None:
+    """A reload changed ``[katana]``: the limiter's rate and the client's settings follow."""
+    parts.katana_limiter.set_rate(new.katana.requests_per_minute)
+    parts.katana.api_key = new.katana.api_key_value()
+    parts.katana.base_url = new.katana.base_url.rstrip("/")
+    parts.katana.ids_per_request = new.katana.ids_per_request
+
+
+@contextlib.asynccontextmanager
+async def connected(
+    config: ConfigRef, *, metrics: Metrics, rng: random.Random
+) -> AsyncIterator[Parts]:
+    """The parts with the database open (migrated) and an HTTP session; both closed after."""
+    db = database(config.get())
+    await db.open()
+    try:
+        async with aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None),
+            headers={"User-Agent": f"katsyncd/{__version__}"},
+        ) as session:
+            yield build(config, db, session, metrics, rng)
+    finally:
+        await db.close()
+
+
+@contextlib.asynccontextmanager
+async def build_offline(
+    config: Config, *, metrics: Metrics | None = None, rng: random.Random | None = None
+) -> AsyncIterator[Parts]:
+    """For one-shot commands: the parts connected, Katana's locations read (the stores' rules
+    resolved), no loop or listener running."""
+    async with connected(
+        ConfigRef(config), metrics=metrics or Metrics(), rng=rng or random.Random()
+    ) as parts:
+        await refresh_locations(parts.katana, parts.db, parts.stores)
+        yield parts
+
+
+@dataclass
+class DaemonLoops:
+    status: StatusReporter
+    loops: list[tuple[str, Loop]]  # (task name, loop), started in this order
+
+
+def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
+    """The variant flusher and the sales-order resolver, on the Katana budget and rate."""
+    ready = mirror_ready(parts.poller)
+    limiter, config = parts.katana_limiter, parts.config.get
+
+    def rate() -> float:
+        return config().katana.requests_per_minute
+
+    variant_policy = VariantFlushPolicy(
+        limiter.available,
+        rate,
+        katana=parts.katana,
+        locations=lambda: len(parts.stores.locations),
+        catalogs_pending=parts.stores.catalogs_pending,
+    )
+    variants = FlushLoop(
+        parts.marks.variants,
+        variant_policy,
+        flush_variants(parts.db, parts.engine, parts.metrics),
+        max_batch=MAX_VARIANTS_PER_FLUSH,
+        ready=ready,
+    )
+    orders = FlushLoop(
+        parts.marks.orders,
+        FlushPolicy(limiter.available, rate),
+        resolve_orders(parts.poller),
+        max_batch=MAX_ORDERS_PER_RESOLVE,
+        ready=ready,
+    )
+    return variants, orders
+
+
+def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoops:
+    """The loops the daemon runs over ``parts`` (each ``loop(stop)`` until ``stop`` is set)."""
+    config, marks = parts.config.get, parts.marks
+    variants, orders = flush_loops(parts)
+    polls = PollSchedule(
+        parts.poller,
+        parts.katana,
+        parts.db,
+        parts.stores,
+        parts.reconciles.schedule,
+        config,
+        wake=marks.poll_wake,
+        rng=rng,
+    )
+    ready = mirror_ready(parts.poller)
+    catalog = CatalogSchedule(parts.stores, parts.db, marks.mark_variants, config, ready=ready)
+    status = StatusReporter(
+        life,
+        parts.db,
+        parts.metrics,
+        parts.stores,
+        marks,
+        parts.katana_limiter,
+        parts.katana,
+        last_reconcile=lambda: parts.reconciles.last,
+        config=config,
+    )
+    return DaemonLoops(
+        status,
+        [
+            ("group-committer", parts.committer.run),
+            ("variant-flusher", variants.run),
+            ("order-resolver", orders.run),
+            ("poller", polls.run),
+            ("catalog", catalog.run),
+            ("status", status.run),
+            ("reconcile", parts.reconciles.run),
+        ],
+    )

@@ -1,0 +1,340 @@
+"""The flush policy and loop, and the in-memory half of the stale marks, on a clock the test
+moves by hand: no Postgres, no simulator, no real waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import asyncpg
+import pytest
+
+from katsyncd.debounce import Debouncer
+from katsyncd.flush import (
+    KATANA_PAGE_ROWS,
+    FlushIntervals,
+    FlushLoop,
+    FlushPolicy,
+    VariantFlushPolicy,
+    budget_plenty,
+    should_wait_for_more,
+    variants_per_page,
+)
+from katsyncd.ingest import Effect
+from katsyncd.marks import StaleMarks
+from katsyncd.metrics import Metrics
+
+RATE = 60.0  # Katana requests per minute in these tests
+SHORT, PLENTY = 0.0, RATE  # budgets: nothing left, a full minute's worth
+
+
+class JumpClock:
+    """A monotonic clock the test moves; ``pause`` moves it instead of waiting (the same
+    shape as tests/support/clocks.JumpClock, plus the stop event a flush loop's pause takes)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.pauses: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def pause(self, stop: asyncio.Event, seconds: float) -> None:
+        self.pauses.append(seconds)
+        self.now += seconds
+        await asyncio.sleep(0)
+
+
+class Sweep:
+    """Stands in for the Katana client's read-cost answers."""
+
+    def __init__(self, *, cheaper_from: int = 10**9, pages: int | None = 10, ids: int = 250):
+        self.cheaper_from = cheaper_from  # pending variants from which a full sweep is cheaper
+        self.pages = pages
+        self.effective_ids_per_request = ids
+
+    def inventory_sweep_cheaper(self, variants: int) -> bool:
+        return variants >= self.cheaper_from
+
+    def inventory_sweep_pages(self) -> int | None:
+        return self.pages
+
+
+def deb_on(clock: JumpClock, debounce: float = 1.0, max_delay: float = 10.0) -> Debouncer:
+    return Debouncer(debounce, max_delay, clock=clock)
+
+
+def variant_policy(
+    sweep: Sweep, budget: float, *, locations: int = 1, catalogs_pending: bool = False
+) -> VariantFlushPolicy:
+    return VariantFlushPolicy(
+        lambda: budget,
+        lambda: RATE,
+        katana=sweep,
+        locations=lambda: locations,
+        catalogs_pending=lambda: catalogs_pending,
+    )
+
+
+# ----- pure pieces -----------------------------------------------------------------------------
+def test_budget_is_plenty_from_half_a_minutes_requests() -> None:
+    assert budget_plenty(30.0, 60.0)
+    assert not budget_plenty(29.9, 60.0)
+
+
+@pytest.mark.parametrize(
+    ("locations", "ids", "expected"),
+    [(0, 250, 250), (1, 250, 250), (3, 250, 83), (300, 250, 1), (1, 20, 20), (3, 20, 20)],
+)
+def test_variants_per_page_is_rows_per_location_capped_by_the_id_filter(
+    locations: int, ids: int, expected: int
+) -> None:
+    assert variants_per_page(locations, ids) == expected
+
+
+def test_a_burst_on_a_short_budget_waits_for_a_page_until_max_delay() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(10), settled=True)  # due now
+    deb.mark(range(10, 300))  # due after the quiet second
+    due = deb.due()
+    assert len(due) == 10
+    assert should_wait_for_more(deb, due, 250, plenty=False)
+    assert not should_wait_for_more(deb, due, 250, plenty=True)  # a quiet day: read at once
+    assert not should_wait_for_more(deb, due, 5, plenty=False)  # a full page is due
+    clock.now = 9.99
+    assert should_wait_for_more(deb, due, 250, plenty=False)
+    clock.now = 10.0  # the oldest due key reached max_delay
+    assert not should_wait_for_more(deb, due, 250, plenty=False)
+
+
+def test_no_burst_no_wait() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(3), settled=True)
+    assert not should_wait_for_more(deb, deb.due(), 250, plenty=False)  # 3 pending < a page
+
+
+# ----- variant policy ----------------------------------------------------------------------------
+def test_variant_page_follows_locations_and_the_gateway_cap() -> None:
+    assert variant_policy(Sweep(ids=250), SHORT, locations=2).per_page() == 125
+    assert variant_policy(Sweep(ids=40), SHORT, locations=2).per_page() == 40
+
+
+def test_sweep_held_while_marks_arrive_for_twice_its_duration() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=4.0)
+    sweep = Sweep(cheaper_from=100, pages=10)  # 10 pages at 60/min: a 10 s sweep
+    deb.mark(range(50), settled=True)
+    deb.mark(range(50, 150))  # still in their quiet time
+    policy = variant_policy(sweep, SHORT)
+    due = deb.due()
+    assert policy.hold_sweep(deb, due)
+    clock.now = 19.9  # cap = max(max_delay 4, 2 x 10 s) = 20 s after the oldest mark
+    deb.mark([1000])  # marks keep arriving: one variant is inside its quiet time
+    assert policy.hold_sweep(deb, deb.due())
+    clock.now = 20.0
+    assert len(deb.due()) < len(deb)  # still arriving, but the hold has run its course
+    assert not policy.hold_sweep(deb, deb.due())
+
+
+def test_sweep_not_held_when_cheap_reads_plenty_budget_or_all_due() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(50), settled=True)
+    deb.mark(range(50, 150))
+    assert not variant_policy(Sweep(cheaper_from=1000), SHORT).hold_sweep(deb, deb.due())
+    assert not variant_policy(Sweep(cheaper_from=100), PLENTY).hold_sweep(deb, deb.due())
+    clock.now = 1.0  # every pending variant is due: nothing more is coming
+    assert not variant_policy(Sweep(cheaper_from=100), SHORT).hold_sweep(deb, deb.due())
+
+
+def test_sweep_waits_for_first_catalog_refreshes_even_with_plenty_budget() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(150), settled=True)
+    policy = variant_policy(Sweep(cheaper_from=100), PLENTY, catalogs_pending=True)
+    assert policy.wait_for_more(deb, deb.due())
+    cheap_reads = variant_policy(Sweep(cheaper_from=1000), PLENTY, catalogs_pending=True)
+    assert not cheap_reads.wait_for_more(deb, deb.due())
+
+
+def test_widen_takes_every_pending_variant_most_overdue_first_when_a_sweep_is_cheaper() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark([1, 2], settled=True)
+    clock.now = 0.5
+    deb.mark([4])
+    clock.now = 0.2
+    deb.mark([3])
+    batch = [1, 2]
+    assert variant_policy(Sweep(cheaper_from=4), SHORT).widen(deb, batch, 10) == [1, 2, 3, 4]
+    assert variant_policy(Sweep(cheaper_from=4), SHORT).widen(deb, batch, 3) == [1, 2, 3]
+    assert variant_policy(Sweep(cheaper_from=5), SHORT).widen(deb, batch, 10) == batch
+
+
+def test_order_policy_reads_pages_of_katana_rows_and_never_widens() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(KATANA_PAGE_ROWS + 5))
+    policy = FlushPolicy(lambda: SHORT, lambda: RATE)
+    assert policy.per_page() == KATANA_PAGE_ROWS
+    assert policy.widen(deb, [1], 10) == [1]
+
+
+# ----- the loop --------------------------------------------------------------------------------
+class Recorder:
+    """A flush handler that records batches, fails the first ``failures`` calls, and stops
+    the loop once ``until`` keys have been handled."""
+
+    def __init__(self, stop: asyncio.Event, until: int, failures: int = 0) -> None:
+        self.stop, self.until, self.failures = stop, until, failures
+        self.batches: list[list[int]] = []
+
+    async def __call__(self, batch: list[int]) -> None:
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("katana down")
+        self.batches.append(batch)
+        if sum(map(len, self.batches)) >= self.until:
+            self.stop.set()
+
+
+def run_loop(
+    deb: Debouncer,
+    clock: JumpClock,
+    policy: FlushPolicy,
+    handler: Callable[[asyncio.Event], Recorder],
+    *,
+    max_batch: int = 1000,
+    ready: Callable[[], bool] = lambda: True,
+) -> Recorder:
+    async def go() -> Recorder:
+        stop = asyncio.Event()
+        rec = handler(stop)
+        loop = FlushLoop(deb, policy, rec, max_batch=max_batch, ready=ready, pause=clock.pause)
+        await asyncio.wait_for(loop.run(stop), 5)
+        return rec
+
+    return asyncio.run(go())
+
+
+def test_loop_waits_for_a_page_on_a_short_budget_then_reads_it_in_one_batch() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(10), settled=True)
+    deb.mark(range(10, 300))  # due at t=1
+    rec = run_loop(deb, clock, FlushPolicy(lambda: SHORT, lambda: RATE), lambda s: Recorder(s, 300))
+    assert [len(b) for b in rec.batches] == [300]
+    assert clock.pauses == [FlushIntervals().wait_for_more] * 4  # 4 x 0.25 s = the quiet second
+
+
+def test_loop_reads_what_is_due_at_once_on_a_plenty_budget() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(10), settled=True)
+    deb.mark(range(10, 300))
+    rec = run_loop(deb, clock, FlushPolicy(lambda: PLENTY, lambda: RATE), lambda s: Recorder(s, 10))
+    assert rec.batches == [list(range(10))]
+    assert clock.pauses == []
+    assert len(deb) == 290  # the rest stay pending
+
+
+def test_loop_caps_batches_most_overdue_first() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark([5, 6, 7], settled=True)
+    clock.now = 3.0
+    deb.mark([1, 2], settled=True)
+    policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+    rec = run_loop(deb, clock, policy, lambda s: Recorder(s, 5), max_batch=2)
+    assert rec.batches == [[5, 6], [7, 1], [2]]
+
+
+def test_loop_puts_a_failed_batch_back_with_its_first_mark_and_backs_off() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=10.0)
+    deb.mark([1, 2], settled=True)
+    policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+    rec = run_loop(deb, clock, policy, lambda s: Recorder(s, 2, failures=2))
+    assert rec.batches == [[1, 2]]
+    assert clock.pauses == [FlushIntervals().after_failure] * 2
+
+
+def test_failed_batch_keeps_its_max_delay_deadline() -> None:
+    async def go() -> None:
+        clock = JumpClock()
+        deb = deb_on(clock, debounce=1.0, max_delay=10.0)
+        deb.mark([1], settled=True)
+        stop = asyncio.Event()
+
+        async def fail_then_stop(batch: list[int]) -> None:
+            stop.set()
+            raise RuntimeError("katana down")
+
+        policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+        loop = FlushLoop(deb, policy, fail_then_stop, max_batch=10, ready=lambda: True)
+        await asyncio.wait_for(loop.run(stop), 5)
+        assert deb.oldest_first_seen([1]) == 0.0  # back with its first mark, not a new one
+
+    asyncio.run(go())
+
+
+def test_loop_reads_nothing_before_the_mirror_is_ready() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark([1], settled=True)
+    looks = iter([False, False, True])
+    policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+    rec = run_loop(deb, clock, policy, lambda s: Recorder(s, 1), ready=lambda: next(looks))
+    assert rec.batches == [[1]]
+    assert clock.pauses == [FlushIntervals().not_ready] * 2
+
+
+def test_loop_returns_when_stopped_with_nothing_due() -> None:
+    async def go() -> None:
+        deb = deb_on(JumpClock())
+        stop = asyncio.Event()
+        stop.set()
+        policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+        loop = FlushLoop(deb, policy, Recorder(stop, 1), max_batch=10, ready=lambda: True)
+        await asyncio.wait_for(loop.run(stop), 5)
+
+    asyncio.run(go())
+
+
+# ----- stale marks, in memory --------------------------------------------------------------------
+def no_pool() -> asyncpg.Pool:
+    raise AssertionError("committed webhook effects are durable already: no SQL")
+
+
+def test_committed_webhook_effects_are_timed_not_written() -> None:
+    async def go() -> None:
+        clock = JumpClock()
+        metrics = Metrics()
+        marks = StaleMarks(no_pool, metrics, debounce=2.0, max_delay=10.0, clock=clock)
+        marks.on_committed([Effect("variant", 7), Effect("variant", 8), Effect("sales_order", 70)])
+        assert not marks.poll_wake.is_set()
+        assert (len(marks.variants), len(marks.orders)) == (2, 1)
+        assert marks.variants.due() == []  # a webhook burst waits for its quiet time
+        clock.now = 1.0
+        assert marks.orders.due() == [70]  # sales orders wait at most a second
+        clock.now = 2.0
+        assert sorted(marks.variants.due()) == [7, 8]
+        marks.on_committed([Effect("poll", "sales_order_rows")])
+        assert marks.poll_wake.is_set()
+        value = metrics.registry.get_sample_value("katsyncd_debounce_marks_total")
+        assert value == 2.0
+
+    asyncio.run(go())
+
+
+def test_reload_timings_keep_the_order_cap() -> None:
+    async def go() -> None:
+        marks = StaleMarks(no_pool, Metrics(), debounce=0.5, max_delay=4.0, clock=JumpClock())
+        assert marks.orders.debounce == 0.5
+        marks.configure(3.0, 9.0)
+        assert (marks.variants.debounce, marks.variants.max_delay) == (3.0, 9.0)
+        assert (marks.orders.debounce, marks.orders.max_delay) == (1.0, 9.0)
+
+    asyncio.run(go())

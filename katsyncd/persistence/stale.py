@@ -2,7 +2,8 @@
 commit's marks, the product-mark expansion after a variants poll, the clears that go with
 recorded levels or a resolved sales order.
 
-(The daemon's own mark reads and writes live with the daemon's queries; see ``marks``.)
+(The daemon's own mark reads and writes, outside any other transaction, are the daemon
+breakup's ``persistence/marks.py``.)
 """
 
 from __future__ import annotations

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 import structlog
 
 from katsyncd.bigcommerce import BigCommerceClient
-from katsyncd.db import Database, Q
+from katsyncd.db import Database
 from katsyncd.models import BcItem
+from katsyncd.persistence import catalog, mirror
 
 log = structlog.get_logger(__name__)
 
@@ -44,28 +45,12 @@ async def refresh_catalog(
     fresh: list[BcItem] = []
     async for page in client.catalog_items():
         fresh.extend(page)
-    current = {
-        r["item_key"]: (r["sku"], r["tracking"])
-        for r in await db.pool.fetch(Q["bc_item_keys"], store)
-    }
+    current = await catalog.index(db.pool, store)
     changed, removed = diff_index(current, fresh)
-    async with db.pool.acquire() as conn, conn.transaction():
-        if changed:
-            await conn.execute(
-                Q["upsert_bc_items"],
-                store,
-                [i.item_key for i in changed],
-                [i.sku for i in changed],
-                [i.product_id for i in changed],
-                [i.variant_id for i in changed],
-                [i.tracking for i in changed],
-            )
-        if removed:
-            await conn.execute(Q["delete_bc_items"], store, removed)
-            await conn.execute(Q["delete_item_levels"], store, removed)
+    await catalog.update_index(db.pool, store, changed, removed)
     skus = sorted({i.sku for i in changed if i.tracking != "none"})
     if skus:
-        ids = [r["id"] for r in await db.pool.fetch(Q["live_variant_ids_by_skus"], skus)]
+        ids = await mirror.live_variant_ids_by_skus(db.pool, skus)
         if ids:
             await mark(ids, "catalog")
     stats = CatalogStats(

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from katsyncd.db import Q
+from katsyncd.persistence import stale
 
 log = structlog.get_logger(__name__)
 
@@ -337,18 +337,15 @@ class GroupCommitter:
         if the mirror did not know some product yet, the variants poll that will expand it."""
         expanded: list[Effect] = []
         async with self._pool_getter().acquire(timeout=5) as conn, conn.transaction():
-            if variants:
-                await conn.execute(Q["mark_variants"], list(variants), list(variants.values()))
+            await stale.mark_variants(conn, variants)
             if products:
-                rows = await conn.fetch(Q["mark_products"], list(products), list(products.values()))
-                expanded = [Effect("variant", r["id"]) for r in rows if r["kind"] == "variant"]
-                unknown = sorted(r["id"] for r in rows if r["kind"] == "product")
-                if unknown:
+                marks = await stale.mark_products(conn, products)
+                expanded = [Effect("variant", i) for i in sorted(marks.variants)]
+                if marks.products:
+                    unknown = marks.products
                     log.info("product_marks_deferred", products=unknown[:20], count=len(unknown))
                     polls = polls | {"variants"}
                     expanded.append(Effect("poll", "variants"))
-            if orders:
-                await conn.execute(Q["mark_sales_orders"], list(orders), list(orders.values()))
-            if polls:
-                await conn.execute(Q["request_polls"], sorted(polls))
+            await stale.mark_sales_orders(conn, orders)
+            await stale.request_polls(conn, polls)
         return expanded

@@ -136,3 +136,15 @@ class WriteOutcome:
     # Items of a 422 naming none that the isolation budget left unpinned: neither written nor
     # rejected, they stay in the backlog for the next push.
     unresolved: list[AbsoluteItem] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Level:
+    """The level one store's item should hold at one location (a row of ``item_level``)."""
+
+    store: str
+    item_key: str
+    location_id: int
+    sku: str
+    variant_id: int
+    quantity: int

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
-from katsyncd.db import Database, Q
+from katsyncd.db import Database
 from katsyncd.engine import Engine
 from katsyncd.katana import KatanaClient
 from katsyncd.metrics import Metrics
@@ -29,6 +29,7 @@ from katsyncd.models import (
     SalesOrder,
     SalesOrderRowChange,
 )
+from katsyncd.persistence import mirror, stale, watermarks
 
 log = structlog.get_logger(__name__)
 
@@ -80,11 +81,10 @@ class Poller:
         self.last_poll: dict[str, float] = {}
 
     async def watermark(self, kind: str) -> datetime | None:
-        value: datetime | None = await self.db.pool.fetchval(Q["get_watermark"], kind)
-        return value
+        return await watermarks.get(self.db.pool, kind)
 
     async def _set_watermark(self, kind: str, at: datetime) -> None:
-        await self.db.pool.execute(Q["set_watermark"], kind, at)
+        await watermarks.advance(self.db.pool, kind, at)
         self.metrics.poll_watermark.labels(kind).set(at.timestamp())
 
     async def poll(self, kind: str) -> int:
@@ -109,7 +109,7 @@ class Poller:
     async def poll_variants(self) -> int:
         since = await self.watermark("variants")
         start = datetime.now(UTC)
-        db_start: datetime = await self.db.pool.fetchval(Q["db_clock"])
+        db_start = await watermarks.db_clock(self.db.pool)
         newest: datetime | None = None
         marked = 0
         async for page in self.katana.variants(
@@ -132,12 +132,10 @@ class Poller:
         ``mark_products``): after a variants poll that started at ``polled_since`` (database
         clock), mark each product's live variants, in the transaction that deletes the product
         mark, so a crash in between loses nothing. Returns how many variants it marked."""
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            rows = await conn.fetch(Q["expand_stale_products"], polled_since)
-        if not rows:
+        taken = await stale.expand_product_marks(self.db.pool, polled_since)
+        if not taken.variants and not taken.products:
             return 0
-        ids = {r["id"] for r in rows if r["kind"] == "variant"}
-        products = sorted(r["id"] for r in rows if r["kind"] == "product")
+        ids, products = taken.variants, taken.products
         log.info("product_marks_expanded", products=products[:20], variants=len(ids))
         if ids:
             await self._mark(ids, "product_marked")
@@ -148,10 +146,10 @@ class Poller:
         if not products:
             return 0
         before = {
-            r["id"]: r["sku"]
-            for r in await self.db.pool.fetch(Q["variants_by_ids"], [v.id for v in products])
+            v.id: v.sku
+            for v in await mirror.variants_by_ids(self.db.pool, [v.id for v in products])
         }
-        await self.engine.upsert_variants(products)
+        await mirror.upsert_variants(self.db.pool, products)
         if bootstrap:
             return 0  # the catalogue index marks what matches once both sides are known
         skus = {v.sku for v in products if v.sku} | {s for s in before.values() if s}
@@ -162,7 +160,7 @@ class Poller:
         ]
         if not changed:
             return 0
-        ids = {r["id"] for r in await self.db.pool.fetch(Q["live_variant_ids_by_skus"], list(skus))}
+        ids = set(await mirror.live_variant_ids_by_skus(self.db.pool, skus))
         ids |= {v.id for v in changed}
         await self._mark(ids, "variant_changed")
         return len(ids)
@@ -171,19 +169,19 @@ class Poller:
         """Read every live variant; mirror rows Katana no longer lists (archived, or deleted
         without our seeing it) stop syncing (S10) and their SKUs are recomputed (S8)."""
         seen: list[int] = []
-        db_start: datetime = await self.db.pool.fetchval(Q["db_clock"])
+        db_start = await watermarks.db_clock(self.db.pool)
         async for page in self.katana.variants(
             include_deleted=False, product_only=True, priority=Priority.POLL
         ):
-            await self.engine.upsert_variants([v for v in page if v.type == "product"])
+            await mirror.upsert_variants(self.db.pool, [v for v in page if v.type == "product"])
             seen.extend(v.id for v in page)
-        gone = await self.db.pool.fetch(Q["mark_absent_variants_deleted"], seen)
+        gone = await mirror.delete_absent_variants(self.db.pool, seen)
         expanded = await self.expand_product_marks(db_start)
         if not gone:
             return expanded
-        skus = sorted({r["sku"] for r in gone if r["sku"]})
-        ids = {r["id"] for r in await self.db.pool.fetch(Q["live_variant_ids_by_skus"], skus)}
-        ids |= {r["id"] for r in gone}
+        skus = sorted({sku for _, sku in gone if sku})
+        ids = set(await mirror.live_variant_ids_by_skus(self.db.pool, skus))
+        ids |= {i for i, _ in gone}
         log.info("variants_gone", count=len(gone), skus=skus[:20])
         await self._mark(ids, "variant_gone")
         return len(ids) + expanded
@@ -220,7 +218,7 @@ class Poller:
             async for page in self.katana.sales_orders(
                 status=status, include_deleted=False, priority=Priority.POLL
             ):
-                await self.engine.apply_sales_orders(page)
+                await mirror.apply_sales_orders(self.db.pool, page)
                 newest = (
                     max([newest or page[0].updated_at, *(o.updated_at for o in page)])
                     if page
@@ -260,62 +258,13 @@ class Poller:
                     latest[r.id] = r
         if not latest:
             return 0, None
-        touched, unknown = await self._apply_row_changes(list(latest.values()))
+        touched, unknown = await mirror.apply_row_changes(self.db.pool, list(latest.values()))
         if touched:
             await self._mark(touched, "sales_order_row")
         if unknown and self._mark_orders is not None:
             log.info("sales_order_rows_unknown_orders", orders=sorted(unknown)[:20])
             await self._mark_orders(unknown, "sales_order_row")
         return len(touched), max(r.updated_at for r in latest.values())
-
-    async def _apply_row_changes(
-        self, rows: list[SalesOrderRowChange]
-    ) -> tuple[set[int], set[int]]:
-        """Bring mirrored orders' rows in line with these; returns (variants whose committed
-        stock may differ, orders not in the mirror that need resolving)."""
-        so_ids = sorted({r.sales_order_id for r in rows})
-        touched: set[int] = set()
-        unknown: set[int] = set()
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            known = {r["id"] for r in await conn.fetch(Q["known_sales_order_ids"], so_ids)}
-            live = {r["id"] for r in await conn.fetch(Q["live_sales_order_ids"], so_ids)}
-            mirrored = {
-                r["row_id"]: r
-                for r in await conn.fetch(Q["so_rows_by_row_ids"], [r.id for r in rows])
-            }
-            upserts: list[SalesOrderRowChange] = []
-            deletes: list[int] = []
-            for r in rows:
-                if r.sales_order_id not in known:
-                    if r.deleted_at is None:  # a deleted row of an unknown order commits nothing
-                        unknown.add(r.sales_order_id)
-                    continue
-                if r.sales_order_id not in live:
-                    continue  # a deleted order's rows commit nothing and are not mirrored
-                cur = mirrored.get(r.id)
-                if r.deleted_at is not None:
-                    if cur is not None:
-                        deletes.append(r.id)
-                        touched.add(cur["variant_id"])
-                    continue
-                now = (r.variant_id, r.location_id, r.quantity)
-                if cur is None or (cur["variant_id"], cur["location_id"], cur["quantity"]) != now:
-                    upserts.append(r)
-                    touched.add(r.variant_id)  # moved: the new variant gains the commitment...
-                    if cur is not None:
-                        touched.add(cur["variant_id"])  # ...and the old one loses it
-            if deletes:
-                await conn.execute(Q["delete_so_rows_by_row_ids"], deletes)
-            if upserts:
-                await conn.execute(
-                    Q["upsert_so_rows"],
-                    [r.sales_order_id for r in upserts],
-                    [r.id for r in upserts],
-                    [r.variant_id for r in upserts],
-                    [r.location_id for r in upserts],
-                    [r.quantity for r in upserts],
-                )
-        return touched, unknown
 
     # ----- full re-read (reconcile) ----------------------------------------------------------
     async def replace_open_sales_orders(
@@ -340,7 +289,7 @@ class Poller:
                 orders.update((o.id, o) for o in page)
         out.orders = len(orders)
         async with self._orders_lock:
-            touched = await self.engine.replace_sales_orders(list(orders.values()))
+            touched = await mirror.replace_sales_orders(self.db.pool, list(orders.values()))
             since = started - WATERMARK_OVERLAP - CLOCK_SKEW_MARGIN
             quick = min(priority, Priority.POLL)  # short reads: do not hold the lock long
             marked, _ = await self._orders_since(since, quick, count)
@@ -363,17 +312,14 @@ class Poller:
     async def _apply_orders(
         self, orders: list[SalesOrder], *, missing: Collection[int] = ()
     ) -> int:
-        touched = await self.engine.apply_sales_orders(orders, missing=missing)
+        touched = await mirror.apply_sales_orders(self.db.pool, orders, missing=missing)
         if touched:
             await self._mark(touched, "sales_order")
         return len(touched)
 
     async def resolve_sales_orders(self, so_ids: Collection[int]) -> int:
         """Read these orders now (a webhook named them), refresh the mirror, mark variants."""
-        gens = {
-            r["so_id"]: r["gen"]
-            for r in await self.db.pool.fetch(Q["stale_sales_order_gens"], list(so_ids))
-        }
+        gens = await stale.sales_order_mark_gens(self.db.pool, so_ids)
         wanted = set(so_ids)
         found: set[int] = set()
         marked = 0
@@ -389,10 +335,7 @@ class Poller:
                     fetched.extend(page)
             missing = set(rest) - {o.id for o in fetched}
             marked += await self._apply_orders(fetched, missing=missing)
-        if gens:
-            await self.db.pool.execute(
-                Q["clear_stale_sales_orders"], list(gens), list(gens.values())
-            )
+        await stale.clear_sales_order_marks(self.db.pool, gens)
         return marked
 
     async def _resolve_by_poll(self, wanted: set[int], found: set[int]) -> int:

@@ -31,10 +31,12 @@ from katsyncd.bigcommerce import (
     BigCommerceClient,
     StoreErrorKind,
 )
-from katsyncd.db import Conn, Database, Q
+from katsyncd.db import Database
 from katsyncd.engine import StoreView
 from katsyncd.metrics import Metrics
 from katsyncd.models import AbsoluteItem, WriteOutcome
+from katsyncd.persistence import levels
+from katsyncd.persistence.levels import ItemAt, Prior
 from katsyncd.waiting import wait_either
 
 log = structlog.get_logger(__name__)
@@ -175,9 +177,7 @@ class StoreWriter:
     async def push_once(self) -> int:
         """Push one batch of the backlog; returns items handled (0 = nothing to do)."""
         dry = self._dry_run()
-        rows = await self.db.pool.fetch(
-            Q["dry_run_backlog" if dry else "backlog"], self.name, self._batch
-        )
+        rows = await levels.backlog(self.db.pool, self.name, self._batch, dry_run=dry)
         if not rows:
             return 0
         if dry:
@@ -250,8 +250,8 @@ class StoreWriter:
         split = split_for_guard(rows, delay)
         self.held = split.held
         if split.recheck and self._recheck is not None:
-            await self.db.pool.execute(
-                Q["guard_checked"], self.name, [r["item_key"] for r in split.recheck]
+            await levels.mark_guard_checked(
+                self.db.pool, self.name, [r["item_key"] for r in split.recheck]
             )
             variants = {r["variant_id"] for r in split.recheck if r["variant_id"] is not None}
             await self._recheck(variants, "oversell_guard_recheck")
@@ -260,31 +260,8 @@ class StoreWriter:
 
     async def _record(self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome) -> None:
         old = {(r["item_key"], r["location_id"]): r for r in rows}
-        ok, bad = outcome.written, outcome.rejected
-        txn = ",".join(outcome.transaction_ids)
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            if ok:
-                await conn.execute(
-                    Q["record_pushed"],
-                    self.name,
-                    [i.item_key for i in ok],
-                    [i.location_id for i in ok],
-                    [i.quantity for i in ok],
-                )
-            if bad:
-                await conn.execute(
-                    Q["record_failed"],
-                    self.name,
-                    [i.item_key for i, _ in bad],
-                    [i.location_id for i, _ in bad],
-                    [i.quantity for i, _ in bad],
-                    [why[:500] for _, why in bad],
-                )
-            entries = [(i, txn, "written") for i in ok] + [
-                (i, why[:200], "rejected") for i, why in bad
-            ]
-            await _log_pushes(conn, self.name, entries, old)
-        self._observe(ok, bad, old)
+        await levels.record_pushes(self.db.pool, self.name, outcome, _prior(rows))
+        self._observe(outcome.written, outcome.rejected, old)
 
     def _observe(
         self,
@@ -313,43 +290,16 @@ class StoreWriter:
             )
 
     async def _record_dry_run(self, rows: Sequence[asyncpg.Record]) -> None:
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                Q["record_dry_run"],
-                self.name,
-                [r["item_key"] for r in rows],
-                [r["location_id"] for r in rows],
-                [r["desired"] for r in rows],
-            )
-            items = [
-                AbsoluteItem(r["item_key"], r["location_id"], r["desired"], r["sku"]) for r in rows
-            ]
-            old = {(r["item_key"], r["location_id"]): r for r in rows}
-            await _log_pushes(conn, self.name, [(i, None, "dry_run") for i in items], old)
+        items = [
+            AbsoluteItem(r["item_key"], r["location_id"], r["desired"], r["sku"]) for r in rows
+        ]
+        await levels.record_dry_run(self.db.pool, self.name, items, _prior(rows))
         log.info("store_dry_run", store=self.name, items=len(rows))
 
 
-async def _log_pushes(
-    conn: Conn,
-    store: str,
-    entries: Sequence[tuple[AbsoluteItem, str | None, str]],
-    old: dict[tuple[str, int], asyncpg.Record],
-) -> None:
-    if not entries:
-        return
-    rows = [old[(i.item_key, i.location_id)] for i, _, _ in entries]
-    await conn.execute(
-        Q["insert_push_log"],
-        store,
-        [i.sku for i, _, _ in entries],
-        [i.item_key for i, _, _ in entries],
-        [i.location_id for i, _, _ in entries],
-        [r["pushed"] for r in rows],
-        [i.quantity for i, _, _ in entries],
-        [r["reason"] for r in rows],
-        [t for _, t, _ in entries],
-        [o for _, _, o in entries],
-    )
+def _prior(rows: Sequence[asyncpg.Record]) -> dict[ItemAt, Prior]:
+    """Each backlog row's level as BigCommerce was last given it, and why it changed."""
+    return {(r["item_key"], r["location_id"]): Prior(r["pushed"], r["reason"]) for r in rows}
 
 
 def _reason(rows: Sequence[asyncpg.Record]) -> str:

@@ -26,7 +26,7 @@ import structlog
 
 from katsyncd.bigcommerce import BigCommerceClient
 from katsyncd.catalog import refresh_catalog
-from katsyncd.db import Conn, Database, Q
+from katsyncd.db import Database
 from katsyncd.engine import Engine, Level, StoreView, desired_levels
 from katsyncd.katana import PageHook
 from katsyncd.models import (
@@ -35,8 +35,9 @@ from katsyncd.models import (
     InventoryRow,
     KatanaVariant,
     Priority,
-    WriteOutcome,
 )
+from katsyncd.persistence import catalog, mirror, watermarks
+from katsyncd.persistence import levels as stored_levels
 from katsyncd.poller import Poller
 from katsyncd.reconcile.report import (
     DiffRow,
@@ -153,22 +154,18 @@ class Reconciler:
             await refresh_catalog(t.name, t.client, self.db, _no_mark)
 
     async def _plan(self, targets: Sequence[ReconcileTarget]) -> _Plan:
-        katana = {r["sku"] for r in await self.db.pool.fetch(Q["live_product_skus"])}
+        katana = await mirror.live_product_skus(self.db.pool)
         sides = {}
         for t in targets:
-            rows = await self.db.pool.fetch(Q["bc_item_keys"], t.name)
-            sides[t.name] = compare_skus(
-                katana, ((r["item_key"], r["sku"], r["tracking"]) for r in rows)
-            )
+            index = await catalog.index(self.db.pool, t.name)
+            sides[t.name] = compare_skus(katana, ((k, s, tr) for k, (s, tr) in index.items()))
         matched = set().union(*(s.matched for s in sides.values()))
         winners = await self.engine.winners_for_skus(sorted(matched))
         names = set(sides)
         items = {
             k: v for k, v in (await self.engine.items_for(list(winners))).items() if k[0] in names
         }
-        dups = {
-            r["sku"]: list(r["ids"]) for r in await self.db.pool.fetch(Q["duplicate_live_skus"])
-        }
+        dups = await mirror.duplicate_live_skus(self.db.pool)
         return _Plan(sides, winners, items, dups)
 
     async def _read_inventory(
@@ -199,13 +196,13 @@ class Reconciler:
         targets: Sequence[ReconcileTarget],
     ) -> list[Level]:
         """Every matched item's level per store, by the engine's pure rules."""
-        commitments = await self.engine._commitments({v.id for v in plan.winners.values()})
+        commitments = await mirror.commitments(self.db.pool, {v.id for v in plan.winners.values()})
         views = [t.view for t in targets]
         return desired_levels(plan.winners, inventory, commitments, plan.items, views)
 
     async def _read_bigcommerce(self, target: ReconcileTarget, plan: _Plan) -> _Seen:
         items = [i for (store, _), its in plan.items.items() if store == target.name for i in its]
-        seen = _Seen(await self.db.pool.fetchval(Q["db_clock"]))
+        seen = _Seen(await watermarks.db_clock(self.db.pool))
         if items:
             seen.levels = await target.client.inventory_levels(items, target.view.location_id)
         return seen
@@ -235,10 +232,7 @@ class Reconciler:
         return len(suspects)
 
     async def _desired_now(self, levels: Sequence[Level]) -> dict[LevelKey, int]:
-        rows = await self.db.pool.fetch(
-            Q["levels_for"], list({lv.store for lv in levels}), [lv.item_key for lv in levels]
-        )
-        return {(r["store"], r["item_key"], r["location_id"]): r["desired"] for r in rows}
+        return await stored_levels.desired_now(self.db.pool, levels)
 
     async def _recorded(
         self, levels: Sequence[Level], targets: Sequence[ReconcileTarget]
@@ -253,16 +247,8 @@ class Reconciler:
         and a level edited by hand in BigCommerce becomes backlog again."""
         for t in targets:
             s = seen[t.name]
-            if not s.levels:
-                continue
-            keys = list(s.levels)
-            await self.db.pool.execute(
-                Q["record_observed"],
-                t.name,
-                keys,
-                [t.view.location_id] * len(keys),
-                [s.levels[k] for k in keys],
-                s.at,
+            await stored_levels.record_observed(
+                self.db.pool, t.name, t.view.location_id, s.levels, s.at
             )
 
     # ----- per store -------------------------------------------------------------------------
@@ -290,52 +276,16 @@ class Reconciler:
         """Write the differences now (isolating rejected items) and record them as pushed."""
         items = [AbsoluteItem(r.item_key, r.location_id, r.katana_says, r.sku) for r in diff]
         outcome = await target.client.write_isolating(items, reason=PUSH_REASON)
-        old = {(r.item_key, r.location_id): r.bigcommerce_now for r in diff}
-        async with self.db.pool.acquire() as conn, conn.transaction():
-            await _record_push(conn, target.name, outcome, old)
+        prior = {
+            (r.item_key, r.location_id): stored_levels.Prior(r.bigcommerce_now, RECONCILE_REASON)
+            for r in diff
+        }
+        await stored_levels.record_pushes(self.db.pool, target.name, outcome, prior)
         rejected = {(i.item_key, i.location_id) for i, _ in outcome.rejected}
         return [
             replace(r, action="rejected") if (r.item_key, r.location_id) in rejected else r
             for r in diff
         ]
-
-
-async def _record_push(
-    conn: Conn, store: str, outcome: WriteOutcome, old: Mapping[tuple[str, int], int | None]
-) -> None:
-    """``pushed`` (or ``failed``) per item plus the audit rows, in the caller's transaction."""
-    ok, bad = outcome.written, outcome.rejected
-    if ok:
-        await conn.execute(
-            Q["record_pushed"],
-            store,
-            [i.item_key for i in ok],
-            [i.location_id for i in ok],
-            [i.quantity for i in ok],
-        )
-    if bad:
-        await conn.execute(
-            Q["record_failed"],
-            store,
-            [i.item_key for i, _ in bad],
-            [i.location_id for i, _ in bad],
-            [i.quantity for i, _ in bad],
-            [why[:500] for _, why in bad],
-        )
-    txn = ",".join(outcome.transaction_ids)
-    entries = [(i, txn, "written") for i in ok] + [(i, why[:200], "rejected") for i, why in bad]
-    await conn.execute(
-        Q["insert_push_log"],
-        store,
-        [i.sku for i, _, _ in entries],
-        [i.item_key for i, _, _ in entries],
-        [i.location_id for i, _, _ in entries],
-        [old.get((i.item_key, i.location_id)) for i, _, _ in entries],
-        [i.quantity for i, _, _ in entries],
-        [RECONCILE_REASON] * len(entries),
-        [t for _, t, _ in entries],
-        [o for _, _, o in entries],
-    )
 
 
 def _log_report(report: ReconcileReport) -> None:

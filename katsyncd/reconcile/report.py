@@ -1,7 +1,7 @@
 """What a reconcile found and did (the report types), and the pure comparisons it is made of.
 
 No I/O: the reconciler (``katsyncd.reconcile.reconciler``) reads, records and writes; these
-functions only compare what it read. ``Level`` is imported for type annotations only.
+functions only compare what it read.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from katsyncd.models import InventoryRow, KatanaVariant
-
-if TYPE_CHECKING:
-    from katsyncd.engine import Level
+from katsyncd.models import InventoryRow, KatanaVariant, Level
 
 LevelKey = tuple[str, str, int]  # (store, item_key, location_id)
 

@@ -12,16 +12,12 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import aiohttp
 import pytest
 import structlog
 
 from katsyncd.db import Database
-from katsyncd.engine import Engine
-from katsyncd.katana import KatanaClient
-from katsyncd.metrics import Metrics
 from katsyncd.models import KatanaVariant, SalesOrder, SalesOrderRow
-from katsyncd.ratelimit import KatanaLimiter
+from katsyncd.persistence import mirror
 from katsyncd.sim.quirks import KatanaQuirks, OverLimit, Quirks
 from katsyncd.sim.world import World
 from tests.support.harness import converge, eventually, get_json, running_daemon
@@ -131,24 +127,20 @@ async def test_mirror_upserts_take_each_record_once(db_url: str) -> None:
     db = Database(db_url)
     await db.open()
     try:
-        async with aiohttp.ClientSession() as session:
-            limiter = KatanaLimiter(60)
-            katana = KatanaClient(session, "http://127.0.0.1:9/v1", "k", limiter)
-            engine = Engine(db, katana, Metrics(), stores=list)
-            t0 = datetime(2024, 1, 1, tzinfo=UTC)
-            old = SalesOrder(
-                1, "NOT_SHIPPED", 1, None, None, t0, None, (SalesOrderRow(10, 7, Decimal(1), None),)
-            )
-            new = replace(old, status="PACKED", updated_at=t0 + timedelta(seconds=1))
-            touched = await engine.apply_sales_orders([new, old, new], missing=[1, 2])
-            assert touched == {7}
-            status = await db.pool.fetchval("SELECT status FROM katana_sales_order WHERE id = 1")
-            assert status == "PACKED"
-            v = KatanaVariant(5, "SKU-5", "product", t0, t0)
-            await engine.upsert_variants(
-                [v, replace(v, sku="SKU-5B", updated_at=t0 + timedelta(seconds=1)), v]
-            )
-            sku = await db.pool.fetchval("SELECT sku FROM katana_variant WHERE id = 5")
-            assert sku == "SKU-5B"
+        t0 = datetime(2024, 1, 1, tzinfo=UTC)
+        old = SalesOrder(
+            1, "NOT_SHIPPED", 1, None, None, t0, None, (SalesOrderRow(10, 7, Decimal(1), None),)
+        )
+        new = replace(old, status="PACKED", updated_at=t0 + timedelta(seconds=1))
+        touched = await mirror.apply_sales_orders(db.pool, [new, old, new], missing=[1, 2])
+        assert touched == {7}
+        status = await db.pool.fetchval("SELECT status FROM katana_sales_order WHERE id = 1")
+        assert status == "PACKED"
+        v = KatanaVariant(5, "SKU-5", "product", t0, t0)
+        await mirror.upsert_variants(
+            db.pool, [v, replace(v, sku="SKU-5B", updated_at=t0 + timedelta(seconds=1)), v]
+        )
+        sku = await db.pool.fetchval("SELECT sku FROM katana_variant WHERE id = 5")
+        assert sku == "SKU-5B"
     finally:
         await db.close()

@@ -124,8 +124,8 @@ def test_s12_resolve_location_names_and_ids() -> None:
 
 
 def test_order_signature_ignores_quantity_formatting_but_not_changes() -> None:
-    from katsyncd.engine import order_signature
     from katsyncd.models import SalesOrder, SalesOrderRow
+    from katsyncd.persistence.mirror import order_signature
 
     def order(qty: str, status: str = "NOT_SHIPPED") -> SalesOrder:
         return SalesOrder(

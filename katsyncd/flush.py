@@ -116,23 +116,28 @@ class VariantFlushPolicy(FlushPolicy):
         return super().wait_for_more(deb, due) or self.hold_sweep(deb, due)
 
     def hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
-        """With the budget short and the pending variants due for a full /inventory sweep,
-        hold the sweep while marks are still arriving (some pending variant is inside its
-        quiet time): a sweep started mid-burst is stale before it ends and has to be repeated,
-        which costs ceil(rows / 250) requests each time. Held at most twice the sweep's own
-        duration at the configured rate (or ``max_delay`` if longer) after the oldest mark.
-        At start, a sweep also waits for every store's first catalog refresh (its marks would
-        otherwise arrive during the sweep and cost a second one).
+        """With few ids per request (fewer than an /inventory page holds) and the budget short
+        of the whole read (a sweep, or the id chunks if fewer), hold the read while marks are
+        still arriving (some pending variant is inside its quiet time): a read of many id
+        chunks or a sweep started mid-burst is stale before it ends and is paid again; after
+        the burst one read (usually a sweep) settles them all. Held at most twice a full
+        sweep's duration at the configured rate (or ``max_delay`` if longer) after the oldest
+        mark. At start, flushes wait for every store's first catalog refresh (seconds): its
+        marks would otherwise arrive during the first read, which is usually a sweep behind a
+        gateway with few ids per request (the size is learned during that read), and cost a
+        second one.
 
         (Measured with ``python -m bench --scenario burst --array-filter-limit 20``, see
         docs/PERFORMANCE.md.)"""
-        if not self._katana.inventory_sweep_cheaper(len(deb)):
-            return False
         if self._catalogs_pending():
-            return True  # a first catalog refresh is about to mark its SKUs: one sweep for all
-        if self.budget_plenty() or len(due) >= len(deb):
-            return False
+            return True  # a first catalog refresh is about to mark its SKUs: one read for all
+        ids = max(1, self._katana.effective_ids_per_request)
+        if ids >= max(1, KATANA_PAGE_ROWS // max(1, self._locations())):
+            return False  # ids are not the bottleneck: the page-sized batching applies
         pages = self._katana.inventory_sweep_pages() or 0
+        cost = min(pages or len(deb), math.ceil(len(deb) / ids))
+        if len(due) >= len(deb) or self._budget() >= max(cost, self._rate() / 2):
+            return False  # the burst is over, or the budget holds the whole read
         sweep_seconds = pages * 60.0 / self._rate()
         oldest = deb.oldest_first_seen(deb.due(now=math.inf))
         cap = max(deb.max_delay, 2 * sweep_seconds)

@@ -124,7 +124,7 @@ def test_variant_page_follows_locations_and_the_gateway_cap() -> None:
 def test_sweep_held_while_marks_arrive_for_twice_its_duration() -> None:
     clock = JumpClock()
     deb = deb_on(clock, debounce=1.0, max_delay=4.0)
-    sweep = Sweep(cheaper_from=100, pages=10)  # 10 pages at 60/min: a 10 s sweep
+    sweep = Sweep(cheaper_from=100, pages=10, ids=20)  # 10 pages at 60/min: a 10 s sweep
     deb.mark(range(50), settled=True)
     deb.mark(range(50, 150))  # still in their quiet time
     policy = variant_policy(sweep, SHORT)
@@ -138,15 +138,18 @@ def test_sweep_held_while_marks_arrive_for_twice_its_duration() -> None:
     assert not policy.hold_sweep(deb, deb.due())
 
 
-def test_sweep_not_held_when_cheap_reads_plenty_budget_or_all_due() -> None:
+def test_read_not_held_when_ids_are_no_bottleneck_budget_holds_it_or_all_due() -> None:
     clock = JumpClock()
     deb = deb_on(clock)
     deb.mark(range(50), settled=True)
     deb.mark(range(50, 150))
-    assert not variant_policy(Sweep(cheaper_from=1000), SHORT).hold_sweep(deb, deb.due())
-    assert not variant_policy(Sweep(cheaper_from=100), PLENTY).hold_sweep(deb, deb.due())
+    # a page of ids per request: the page-sized batching applies, no hold
+    assert not variant_policy(Sweep(cheaper_from=100, ids=250), SHORT).hold_sweep(deb, deb.due())
+    # 20 ids per request, but the budget holds the whole read (8 chunks, half a minute's rate)
+    assert not variant_policy(Sweep(cheaper_from=100, ids=20), PLENTY).hold_sweep(deb, deb.due())
+    assert variant_policy(Sweep(cheaper_from=100, ids=20), SHORT).hold_sweep(deb, deb.due())
     clock.now = 1.0  # every pending variant is due: nothing more is coming
-    assert not variant_policy(Sweep(cheaper_from=100), SHORT).hold_sweep(deb, deb.due())
+    assert not variant_policy(Sweep(cheaper_from=100, ids=20), SHORT).hold_sweep(deb, deb.due())
 
 
 def test_sweep_waits_for_first_catalog_refreshes_even_with_plenty_budget() -> None:
@@ -156,7 +159,9 @@ def test_sweep_waits_for_first_catalog_refreshes_even_with_plenty_budget() -> No
     policy = variant_policy(Sweep(cheaper_from=100), PLENTY, catalogs_pending=True)
     assert policy.wait_for_more(deb, deb.due())
     cheap_reads = variant_policy(Sweep(cheaper_from=1000), PLENTY, catalogs_pending=True)
-    assert not cheap_reads.wait_for_more(deb, deb.due())
+    assert cheap_reads.wait_for_more(deb, deb.due())  # whatever the read costs: one read for all
+    refreshed = variant_policy(Sweep(cheaper_from=1000), PLENTY, catalogs_pending=False)
+    assert not refreshed.wait_for_more(deb, deb.due())
 
 
 def test_widen_takes_every_pending_variant_most_overdue_first_when_a_sweep_is_cheaper() -> None:

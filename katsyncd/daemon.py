@@ -477,16 +477,18 @@ class Daemon:
         quiet time): a sweep started mid-burst is stale before it ends and has to be repeated,
         which costs ceil(rows / 250) requests each time. Held at most twice the sweep's own
         duration at the configured rate (or ``max_delay`` if longer) after the oldest mark.
-        At start, a sweep also waits for every store's first catalog refresh (its marks would
-        otherwise arrive during the sweep and cost a second one).
+        At start, flushes wait for every store's first catalog refresh (seconds): its marks
+        would otherwise arrive during the first read, which is usually a sweep behind a
+        gateway with few ids per request (the size is learned during that read), and cost a
+        second one.
 
         (Measured with ``python -m bench --scenario burst --array-filter-limit 20``, see
         docs/PERFORMANCE.md.)"""
         assert self.katana is not None
+        if any(rt.catalog_refreshed_at is None for rt in self.stores.values()):
+            return True  # a first catalog refresh is about to mark its SKUs: one read for all
         if not self.katana.inventory_sweep_cheaper(len(deb)):
             return False
-        if any(rt.catalog_refreshed_at is None for rt in self.stores.values()):
-            return True  # a first catalog refresh is about to mark its SKUs: one sweep for all
         if self._budget_plenty() or len(due) >= len(deb):
             return False
         pages = self.katana.inventory_sweep_pages() or 0

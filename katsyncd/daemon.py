@@ -472,11 +472,12 @@ class Daemon:
         return per_page
 
     def _hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
-        """With the budget short and the pending variants due for a full /inventory sweep,
-        hold the sweep while marks are still arriving (some pending variant is inside its
-        quiet time): a sweep started mid-burst is stale before it ends and has to be repeated,
-        which costs ceil(rows / 250) requests each time. Held at most twice the sweep's own
-        duration at the configured rate (or ``max_delay`` if longer) after the oldest mark.
+        """With few ids per request (fewer than an /inventory page holds) and the budget short,
+        hold the read while marks are still arriving (some pending variant is inside its
+        quiet time): a read of many id chunks or a sweep started mid-burst is stale before it
+        ends and is paid again; after the burst one read (usually a sweep) settles them all.
+        Held at most twice a full sweep's duration at the configured rate (or ``max_delay``
+        if longer) after the oldest mark.
         At start, flushes wait for every store's first catalog refresh (seconds): its marks
         would otherwise arrive during the first read, which is usually a sweep behind a
         gateway with few ids per request (the size is learned during that read), and cost a
@@ -487,8 +488,9 @@ class Daemon:
         assert self.katana is not None
         if any(rt.catalog_refreshed_at is None for rt in self.stores.values()):
             return True  # a first catalog refresh is about to mark its SKUs: one read for all
-        if not self.katana.inventory_sweep_cheaper(len(deb)):
-            return False
+        variants_per_page = max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
+        if self.katana.effective_ids_per_request >= variants_per_page:
+            return False  # ids are not the bottleneck: the page-sized batching applies
         if self._budget_plenty() or len(due) >= len(deb):
             return False
         pages = self.katana.inventory_sweep_pages() or 0

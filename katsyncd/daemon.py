@@ -472,7 +472,8 @@ class Daemon:
         return per_page
 
     def _hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
-        """With few ids per request (fewer than an /inventory page holds) and the budget short,
+        """With few ids per request (fewer than an /inventory page holds) and the budget short
+        of the whole read (a sweep, or the id chunks if fewer),
         hold the read while marks are still arriving (some pending variant is inside its
         quiet time): a read of many id chunks or a sweep started mid-burst is stale before it
         ends and is paid again; after the burst one read (usually a sweep) settles them all.
@@ -491,9 +492,12 @@ class Daemon:
         variants_per_page = max(1, KATANA_PAGE_ROWS // max(1, len(self.locations)))
         if self.katana.effective_ids_per_request >= variants_per_page:
             return False  # ids are not the bottleneck: the page-sized batching applies
-        if self._budget_plenty() or len(due) >= len(deb):
-            return False
         pages = self.katana.inventory_sweep_pages() or 0
+        cost = min(pages or len(deb), math.ceil(len(deb) / self.katana.effective_ids_per_request))
+        if len(due) >= len(deb) or self.katana_limiter.available() >= max(
+            cost, self.config.katana.requests_per_minute / 2
+        ):
+            return False  # the burst is over, or the budget holds the whole read
         sweep_seconds = pages * 60.0 / self.config.katana.requests_per_minute
         oldest = deb.oldest_first_seen(deb.due(now=math.inf))
         cap = max(deb.max_delay, 2 * sweep_seconds)

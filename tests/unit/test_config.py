@@ -349,15 +349,15 @@ def test_unknown_key_in_nth_store(tmp_path: Path) -> None:
     [
         (
             '[server]\nmax_body_bytes = "big"\n',
-            'server.max_body_bytes: must be an integer, not "big"',
+            "server.max_body_bytes: must be an integer, not a string",
         ),
         (
             '[sync]\ndebounce_seconds = "soon"\n',
-            'sync.debounce_seconds: must be a number, not "soon"',
+            "sync.debounce_seconds: must be a number, not a string",
         ),
-        ("[log]\nlevel = 3\n", 'log.level: must be "debug", "info", "warning" or "error", not 3'),
-        ('[log]\nformat = "xml"\n', 'log.format: must be "auto", "json" or "console", not "xml"'),
-        ("[server]\nlisten = 8080\n", "server.listen: must be a string, not 8080"),
+        ("[log]\nlevel = 3\n", 'log.level: must be "debug", "info", "warning" or "error"'),
+        ('[log]\nformat = "xml"\n', 'log.format: must be "auto", "json" or "console"'),
+        ("[server]\nlisten = 8080\n", "server.listen: must be a string, not an integer"),
         (
             "[server]\nshutdown_timeout_seconds = 30\n",
             "server.shutdown_timeout_seconds: must be < 30",
@@ -367,7 +367,7 @@ def test_unknown_key_in_nth_store(tmp_path: Path) -> None:
             "[database]\npool_min_size = 5\npool_max_size = 4\n",
             "database.pool_max_size: must be >=",
         ),
-        ("server = 1\n", "server: must be a table, not 1"),
+        ("server = 1\n", "server: must be a table, not an integer"),
     ],
 )
 def test_wrong_values_name_file_and_key(tmp_path: Path, section: str, expected: str) -> None:
@@ -380,15 +380,15 @@ def test_wrong_values_name_file_and_key(tmp_path: Path, section: str, expected: 
     [
         (
             'quantity = "instock"',
-            'stores[1].quantity: must be "in_stock" or "in_stock_minus_committed", not "instock"',
+            'stores[1].quantity: must be "in_stock" or "in_stock_minus_committed"',
         ),
-        ('stock_sync = "maybe"', 'stores[1].stock_sync: must be true or false, not "maybe"'),
-        ("location_id = 0", "stores[1].location_id: must be >= 1, not 0"),
-        ("buffer = -1", "stores[1].buffer: must be >= 0, not -1"),
-        ("max_quantity = -5", "stores[1].max_quantity: must be >= 0, not -5"),
+        ('stock_sync = "maybe"', "stores[1].stock_sync: must be true or false, not a string"),
+        ("location_id = 0", "stores[1].location_id: must be >= 1"),
+        ("buffer = -1", "stores[1].buffer: must be >= 0"),
+        ("max_quantity = -5", "stores[1].max_quantity: must be >= 0"),
         ("increase_delay_seconds = -1.0", "stores[1].increase_delay_seconds: must be >= 0"),
         ("katana_locations = [1.5]", "stores[1].katana_locations[0]: must be a location name"),
-        ('katana_locations = "Main"', 'stores[1].katana_locations: must be an array, not "Main"'),
+        ('katana_locations = "Main"', "stores[1].katana_locations: must be an array, not a string"),
         ('api_base_url = "ftp://x"', "stores[1].api_base_url: must be an http:// or https:// URL"),
     ],
 )
@@ -409,21 +409,21 @@ def test_bad_listen(tmp_path: Path, listen: str) -> None:
 def test_debounce_above_max_delay(tmp_path: Path) -> None:
     text = KATANA_OK + "[sync]\ndebounce_seconds = 20.0\n"
     assert single_problem(tmp_path, text).endswith(
-        "katsyncd.toml: sync.max_delay_seconds: must be >= debounce_seconds (20.0), not 10.0"
+        "katsyncd.toml: sync.max_delay_seconds: must be >= debounce_seconds"
     )
 
 
 def test_duplicate_store_names(tmp_path: Path) -> None:
     second = STORE_OK.replace("abc123", "other")
     assert single_problem(tmp_path, KATANA_OK + STORE_OK + second).endswith(
-        'katsyncd.toml: stores[1].name: duplicate store name "main" (also stores[0])'
+        "katsyncd.toml: stores[1].name: duplicate store name (also stores[0])"
     )
 
 
 def test_duplicate_store_hashes(tmp_path: Path) -> None:
     second = STORE_OK.replace("main", "other")
     assert single_problem(tmp_path, KATANA_OK + STORE_OK + second).endswith(
-        'katsyncd.toml: stores[1].store_hash: duplicate store_hash "abc123" (also stores[0])'
+        "katsyncd.toml: stores[1].store_hash: duplicate store_hash (also stores[0])"
     )
 
 
@@ -466,8 +466,8 @@ def test_both_secret_and_secret_file(tmp_path: Path) -> None:
 def test_secret_file_missing(tmp_path: Path) -> None:
     text = '[katana]\napi_key_file = "missing.key"\nwebhook_token = "t"\n'
     assert single_problem(tmp_path, text) == (
-        f"{tmp_path / 'katsyncd.toml'}: katana.api_key_file: cannot read secret file "
-        f"{tmp_path / 'missing.key'}: No such file or directory"
+        f"{tmp_path / 'katsyncd.toml'}: katana.api_key_file: cannot read the secret file it "
+        f"names (No such file or directory; relative paths start at {tmp_path})"
     )
 
 
@@ -475,13 +475,13 @@ def test_secret_file_empty(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text(" \n\n", encoding="utf-8")
     text = KATANA_OK + STORE_OK.replace('access_token = "bc-token"', 'access_token_file = "empty"')
     assert single_problem(tmp_path, text).endswith(
-        f"katsyncd.toml: stores[0].access_token_file: secret file {tmp_path / 'empty'} is empty"
+        "katsyncd.toml: stores[0].access_token_file: the secret file it names is empty"
     )
 
 
 def test_secret_file_is_a_directory(tmp_path: Path) -> None:
     text = '[katana]\napi_key_file = "."\nwebhook_token = "t"\n'
-    assert "katana.api_key_file: cannot read secret file" in single_problem(tmp_path, text)
+    assert "katana.api_key_file: cannot read the secret file" in single_problem(tmp_path, text)
 
 
 def test_all_problems_in_one_error(tmp_path: Path) -> None:
@@ -670,3 +670,55 @@ def test_webhook_token_optional_in_file_but_required_to_run(tmp_path: Path) -> N
     with pytest.raises(ConfigError) as caught:
         cfg.check_runnable(str(path))
     assert f"{path}: katana.webhook_token: required to run" in str(caught.value)
+
+
+# --- Hostile files (issue 11) -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_deeply_nested_array_is_a_config_error(tmp_path: Path, depth: int) -> None:
+    """Finding 4: a deeply nested array was a RecursionError out of tomllib (5000) or of the
+    validation after it; now one problem naming the file and the key."""
+    text = KATANA_OK + "[sync]\ndebounce_seconds = " + "[" * depth + "]" * depth + "\n"
+    problem = single_problem(tmp_path, text)
+    assert problem.startswith(f"{tmp_path / 'katsyncd.toml'}: ")
+    assert "nested" in problem
+
+
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [
+        ('buffer = "{secret}"', "stores[0].buffer"),
+        ('quantity = "{secret}"', "stores[0].quantity"),
+        ('katana_locations = [["{secret}"]]', "stores[0].katana_locations[0]"),
+        ('api_base_url = "{secret}"', "stores[0].api_base_url"),
+    ],
+)
+def test_no_input_value_is_echoed_in_errors(tmp_path: Path, setting: str, key: str) -> None:
+    """Finding 8: a secret pasted into a non-secret key is not echoed by validation."""
+    secret = "sk_live_0123456789"
+    text = KATANA_OK + STORE_OK + setting.format(secret=secret) + "\n"
+    problem = single_problem(tmp_path, text)
+    assert f"katsyncd.toml: {key}: must be" in problem
+    assert secret not in problem
+
+
+@pytest.mark.parametrize(
+    "section", ['[server]\nlisten = "{secret}"\n', '[log]\nlevel = "{secret}"\n']
+)
+def test_no_input_value_is_echoed_outside_stores(tmp_path: Path, section: str) -> None:
+    secret = "sk_live_0123456789"
+    problem = single_problem(tmp_path, section.format(secret=secret) + KATANA_OK)
+    assert secret not in problem
+
+
+def test_bad_store_name_is_not_echoed(tmp_path: Path) -> None:
+    text = KATANA_OK + STORE_OK.replace('"main"', '"sk_live_0123456789 x"')
+    problem = single_problem(tmp_path, text)
+    assert "stores[0].name: must be text matching" in problem and "sk_live" not in problem
+
+
+def test_duplicate_store_names_are_not_echoed(tmp_path: Path) -> None:
+    second = STORE_OK.replace("abc123", "other")
+    problem = single_problem(tmp_path, KATANA_OK + STORE_OK + second)
+    assert '"main"' not in problem

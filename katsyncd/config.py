@@ -16,6 +16,7 @@ import difflib
 import ipaddress
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
+import structlog
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -59,11 +61,15 @@ __all__ = [
     "diff_config",
     "expand_env",
     "format_key",
+    "inline_secrets",
+    "is_loopback",
     "load_config",
     "parse_listen",
     "redact_url",
     "resolve_config_path",
 ]
+
+log = structlog.get_logger(__name__)
 
 # --- Where the file is -------------------------------------------------------------------
 
@@ -320,18 +326,41 @@ def _secret_value(direct: SecretStr | None, from_file: SecretFile | None) -> str
 
 
 class ServerConfig(_Frozen):
-    """``[server]``: the HTTP listener (webhooks, health, metrics, status)."""
+    """``[server]``: the HTTP listener (webhooks, health, metrics, status).
+
+    ``/status`` (and any page) shows business data: with a ``status_token_file`` it needs
+    ``Authorization: Bearer <token>``; ``katsyncd run`` refuses a listener off loopback
+    without one. ``/healthz``, ``/readyz`` and ``/metrics`` stay open for probes and scrapers.
+    """
 
     listen: ListenAddress = DEFAULT_LISTEN_ADDRESS
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
     shutdown_timeout_seconds: float = Field(
         default=DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, gt=0, lt=SHUTDOWN_TIMEOUT_LIMIT_SECONDS
     )
+    status_token_file: SecretFilePath | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
         """``listen`` as ``(host, port)``; IPv6 hosts come without brackets."""
         return parse_listen(self.listen)
+
+    def status_token_value(self) -> str | None:
+        """The bearer token ``/status`` requires (None: no token configured)."""
+        if self.status_token_file is None:
+            return None
+        return self.status_token_file.value.get_secret_value()
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a ``listen`` address only accepts connections from this host."""
+    host, _ = parse_listen(listen)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 class DatabaseConfig(_Frozen):
@@ -482,13 +511,32 @@ class Config(_Frozen):
         """Store names in config order."""
         return [store.name for store in self.stores]
 
-    def check_runnable(self, source: str = "<config>") -> None:
-        """What ``katsyncd run`` needs beyond a valid file: a webhook token to verify with."""
+    def check_runnable(self, source: str = "<config>", *, listen: str | None = None) -> None:
+        """What ``katsyncd run`` needs beyond a valid file: a webhook token to verify with,
+        and a status token when the listener (``listen``: the one bound at start, default
+        this config's) is not loopback."""
+        problems = []
         if not self.katana.webhook_token_value():
-            raise ConfigError(
+            problems.append(
                 f"{source}: katana.webhook_token: required to run: set webhook_token or "
                 "webhook_token_file (`katsyncd webhooks register --url URL` prints it)"
             )
+        problem = self.exposure_problem(listen)
+        if problem is not None:
+            problems.append(f"{source}: {problem}")
+        if problems:
+            raise ConfigError(problems)
+
+    def exposure_problem(self, listen: str | None = None) -> str | None:
+        """``server.status_token_file: …`` when ``/status`` would be open off loopback."""
+        listen = self.server.listen if listen is None else listen
+        if is_loopback(listen) or self.server.status_token_value() is not None:
+            return None
+        return (
+            "server.status_token_file: required when listen is not a loopback address "
+            "(/status shows business data): point it at a file holding a long random token, "
+            "or listen on 127.0.0.1"
+        )
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dump for logs and ``/status``: secrets are ``"***"``."""
@@ -727,9 +775,58 @@ def _too_deep(data: Mapping[str, Any]) -> Loc | None:
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file at ``path`` and build the Config (``*_file`` relative to its folder)."""
     path = Path(path)
-    return build_config(
-        _read_toml(path), source=str(path), env=env, base_dir=path.absolute().parent
-    )
+    data = _read_toml(path)
+    _warn_if_readable_by_others(path, data)
+    return build_config(data, source=str(path), env=env, base_dir=path.absolute().parent)
+
+
+_INLINE_SECRET_KEYS = ("api_key", "webhook_token", "access_token")
+
+
+def inline_secrets(data: Mapping[str, Any]) -> list[str]:
+    """Keys of the raw file that hold a secret itself (not a ``${VAR}`` reference or a
+    ``*_file`` path): the database URL's password and the API keys and tokens."""
+    found = []
+    katana = data.get("katana")
+    if isinstance(katana, Mapping):
+        found += [f"katana.{k}" for k in _INLINE_SECRET_KEYS if _literal(katana.get(k))]
+    stores = data.get("stores")
+    for index, store in enumerate(stores if isinstance(stores, list) else []):
+        if isinstance(store, Mapping) and _literal(store.get("access_token")):
+            found.append(f"stores[{index}].access_token")
+    database = data.get("database")
+    url = database.get("url") if isinstance(database, Mapping) else None
+    if isinstance(url, str) and "${" not in url and _has_password(url):
+        found.append("database.url")
+    return found
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "${" not in value
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None or "password=" in urlsplit(url).query
+    except ValueError:
+        return False
+
+
+def _warn_if_readable_by_others(path: Path, data: Mapping[str, Any]) -> None:
+    """A config file holding secrets that any local user can read gets a warning."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    keys = inline_secrets(data) if mode & stat.S_IROTH else []
+    if keys:
+        log.warning(
+            "config_file_readable_by_others",
+            path=str(path),
+            mode=f"{stat.S_IMODE(mode):04o}",
+            keys=keys,
+            fix=f"chmod o-r {path} (or move the secrets to ${{VAR}} or *_file)",
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

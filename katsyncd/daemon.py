@@ -80,6 +80,9 @@ class Daemon:
     async def run(self, *, install_signals: bool = True) -> None:
         """Start everything, run until stopped, then shut down in order: the listener, then
         the HTTP session and the pool."""
+        problem = self.config.exposure_problem()
+        if problem is not None:  # `katsyncd run` says so before; this guards every caller
+            raise ConfigError([problem])
         if install_signals:
             self._install_signals()
         async with connect_parts(self._config, metrics=self.metrics, rng=self.rng) as parts:
@@ -218,6 +221,7 @@ class Daemon:
             draining=lambda: life.draining,
             webhook_token=lambda: config().katana.webhook_token_value(),
             max_body_bytes=lambda: config().server.max_body_bytes,
+            status_token=lambda: config().server.status_token_value(),
         )
         self._runner = web.AppRunner(
             build_app(deps),
@@ -249,6 +253,9 @@ class Daemon:
                 if self.config_path is None:
                     raise ConfigError(["no config file to reload (demo or in-memory config)"])
                 new = await asyncio.to_thread(load_config, self.config_path)
+            # What run refused at start is refused on reload (against the bound listener).
+            source = str(self.config_path or "<config>")
+            new.check_runnable(source, listen=self.boot_config.server.listen)
         except ConfigError as exc:
             self.metrics.config_reload_ok.set(0)
             state = self.life.reload

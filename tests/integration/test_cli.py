@@ -137,3 +137,14 @@ async def test_check_config_deeply_nested_array_is_a_clean_error(
     err = capsys.readouterr().err
     assert f"{path}: invalid TOML (arrays or inline tables nested" in err
     assert "Traceback" not in err and "RecursionError" not in err
+
+
+async def test_run_refuses_an_exposed_status_without_a_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = '[server]\nlisten = "0.0.0.0:8080"\n' + GOOD.format(url="postgresql://h/db")
+    path = write(tmp_path, text)
+    assert await run_cli(["run", "--config", str(path)]) == 2
+    assert "server.status_token_file: required when listen is not a loopback address" in (
+        capsys.readouterr().err
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from katsyncd import config as cfgmod
 from katsyncd.config import (
@@ -722,3 +723,72 @@ def test_duplicate_store_names_are_not_echoed(tmp_path: Path) -> None:
     second = STORE_OK.replace("abc123", "other")
     problem = single_problem(tmp_path, KATANA_OK + STORE_OK + second)
     assert '"main"' not in problem
+
+
+# --- Exposure (issue 11 §3) ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("listen", "loopback"),
+    [
+        ("127.0.0.1:8080", True),
+        ("127.0.0.2:8080", True),
+        ("[::1]:8080", True),
+        ("localhost:8080", True),
+        ("0.0.0.0:8080", False),
+        ("[::]:8080", False),
+        ("10.1.2.3:8080", False),
+        ("katsyncd.internal:8080", False),
+    ],
+)
+def test_is_loopback(listen: str, loopback: bool) -> None:
+    assert cfgmod.is_loopback(listen) is loopback
+
+
+def test_status_token_required_to_run_off_loopback(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, '[server]\nlisten = "0.0.0.0:8080"\n' + KATANA_OK))
+    with pytest.raises(ConfigError) as caught:
+        config.check_runnable("k.toml")
+    assert caught.value.problems == [
+        "k.toml: server.status_token_file: required when listen is not a loopback address "
+        "(/status shows business data): point it at a file holding a long random token, "
+        "or listen on 127.0.0.1"
+    ]
+    load_config(write(tmp_path, KATANA_OK)).check_runnable()  # loopback: no token needed
+    # A reload is checked against the listener bound at start, not the file's new listen.
+    with pytest.raises(ConfigError):
+        load_config(write(tmp_path, KATANA_OK)).check_runnable(listen="0.0.0.0:8080")
+
+
+def test_status_token_from_file(tmp_path: Path) -> None:
+    (tmp_path / "status-token").write_text("s3cret-status-token\n", encoding="utf-8")
+    text = '[server]\nlisten = "0.0.0.0:8080"\nstatus_token_file = "status-token"\n' + KATANA_OK
+    config = load_config(write(tmp_path, text))
+    config.check_runnable()
+    assert config.server.status_token_value() == "s3cret-status-token"
+    assert "s3cret" not in json.dumps(config.redacted()) and "s3cret" not in repr(config)
+
+
+def test_world_readable_config_with_secrets_is_warned(tmp_path: Path) -> None:
+    path = write(tmp_path, KATANA_OK + STORE_OK)
+    path.chmod(0o644)
+    with capture_logs() as logs:
+        load_config(path)
+    (warning,) = [e for e in logs if e["event"] == "config_file_readable_by_others"]
+    assert warning["keys"] == ["katana.api_key", "katana.webhook_token", "stores[0].access_token"]
+    assert warning["mode"] == "0644" and warning["log_level"] == "warning"
+    assert "kat-key" not in str(warning) and "bc-token" not in str(warning)
+    path.chmod(0o640)
+    with capture_logs() as logs:
+        load_config(path)
+    assert not [e for e in logs if e["event"] == "config_file_readable_by_others"]
+
+
+def test_readable_config_without_inline_secrets_is_not_warned(tmp_path: Path) -> None:
+    text = '[katana]\napi_key = "${K}"\nwebhook_token = "${W}"\n[database]\nurl = "postgresql://u@h/d"\n'
+    path = write(tmp_path, text)
+    path.chmod(0o644)
+    with capture_logs() as logs:
+        load_config(path, env={"K": "k", "W": "w"})
+    assert not [e for e in logs if e["event"] == "config_file_readable_by_others"]
+    assert cfgmod.inline_secrets({"database": {"url": "postgresql://u:pw@h/d"}}) == ["database.url"]

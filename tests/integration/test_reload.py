@@ -222,3 +222,22 @@ async def test_rule_change_during_postgres_outage_is_applied_after_recovery(
         _, status = await get_json(d, "/status")
         assert status["reload"]["result"] == "applied"
         assert status["reload"]["pending_recompute"] == []
+
+
+async def test_deeply_nested_file_on_reload_keeps_the_daemon_running(
+    world: World, db_url: str, tmp_path: Path
+) -> None:
+    """Finding 4: a RecursionError escaped reload() and stopped the daemon (exit 1)."""
+    store = world.add_store("main", ["R-A"])
+    path = tmp_path / "katsyncd.toml"
+    async with running_daemon(world, db_url, config_path=path) as d:
+        await eventually(lambda: store.sim.level("R-A") == 13)
+        before = d.config
+        path.write_text(path.read_text() + "[extra]\nlevel = " + "[" * 5000 + "]" * 5000 + "\n")
+        assert not await d.reload()
+        assert d.config is before and not d.stop_event.is_set()
+        assert d.life.reload.result == "failed"
+        assert d.life.reload.problems == [
+            f"{path}: invalid TOML (arrays or inline tables nested more than 32 levels deep)"
+        ]
+        assert gauge(d, "katsyncd_config_last_reload_successful") == 0

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import json
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 from urllib.parse import urlsplit, urlunsplit
 
+import structlog
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -60,11 +61,15 @@ __all__ = [
     "diff_config",
     "expand_env",
     "format_key",
+    "inline_secrets",
+    "is_loopback",
     "load_config",
     "parse_listen",
     "redact_url",
     "resolve_config_path",
 ]
+
+log = structlog.get_logger(__name__)
 
 # --- Where the file is -------------------------------------------------------------------
 
@@ -132,6 +137,10 @@ RULE_KEYS = (
     "max_quantity",
 )
 
+# No valid config nests deeper than 4 levels (stores[0].katana_locations[0]); a deeper file
+# is refused before anything recursive (expansion, validation) walks it.
+MAX_NESTING_DEPTH = 32
+
 Loc = tuple[str | int, ...]  # a key path as pydantic reports it: ("stores", 1, "quantity")
 
 _MASK = "***"
@@ -153,9 +162,16 @@ class ConfigError(Exception):
 
 
 def _show(value: object) -> str:
-    """Render a (non-secret) input value the way it would be written in TOML."""
-    if isinstance(value, str | bool | int | float):
-        return json.dumps(value)
+    """What kind of TOML value ``value`` is ("a string", "an array"…), never the value itself:
+    an operator may paste a secret into the wrong key, and errors are logged."""
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
     if isinstance(value, Mapping):
         return "a table"
     if isinstance(value, list | tuple):
@@ -172,25 +188,23 @@ def parse_listen(value: str) -> tuple[str, int]:
     """Split ``"host:port"`` or ``"[v6]:port"`` into ``(host, port)``; port 0 = any free port."""
     host, sep, port_text = value.rpartition(":")
     if not sep or not host or not (port_text.isascii() and port_text.isdigit()):
-        raise ValueError(
-            f'must be "host:port" like "127.0.0.1:8080" or "[::1]:8080", not {_show(value)}'
-        )
+        raise ValueError('must be "host:port" like "127.0.0.1:8080" or "[::1]:8080"')
     if host.startswith("[") and host.endswith("]"):
-        host = _ipv6_host(host[1:-1], value)
+        host = _ipv6_host(host[1:-1])
     elif "[" in host or "]" in host or ":" in host:
-        raise ValueError(f'IPv6 addresses need brackets, like "[::1]:8080", not {_show(value)}')
+        raise ValueError('IPv6 addresses need brackets, like "[::1]:8080"')
     port = int(port_text)
     if port > 65_535:
-        raise ValueError(f"port must be 0..65535, not {port}")
+        raise ValueError("port must be 0..65535")
     return host, port
 
 
-def _ipv6_host(host: str, listen: str) -> str:
+def _ipv6_host(host: str) -> str:
     """Check the bracketed part of a listen address is an IPv6 address."""
     try:
         ipaddress.IPv6Address(host)
     except ValueError:
-        raise ValueError(f"{_show(host)} in {_show(listen)} is not an IPv6 address") from None
+        raise ValueError("the part in brackets is not an IPv6 address") from None
     return host
 
 
@@ -203,7 +217,7 @@ def _check_http_url(value: str) -> str:
     """An http(s) base URL; a trailing slash is dropped so paths can be appended."""
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"must be an http:// or https:// URL, not {_show(value)}")
+        raise ValueError("must be an http:// or https:// URL")
     return value.rstrip("/")
 
 
@@ -220,7 +234,7 @@ def _check_location_ref(value: object) -> str | int:
         return value
     if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
         return value
-    raise ValueError(f"must be a location name or an id >= 1, not {_show(value)}")
+    raise ValueError("must be a location name (non-empty text) or an id >= 1")
 
 
 def redact_url(url: str) -> str:
@@ -257,16 +271,20 @@ class SecretFile(_Frozen):
     value: SecretStr
 
 
-def _read_secret(path: Path) -> str:
-    """The stripped content of a secret file; errors name the path, never the content."""
+def _read_secret(path: Path, relative_to: Path | None = None) -> str:
+    """The stripped content of a secret file. Errors name neither the content nor the path
+    (the key's own value: a secret pasted there by mistake must not reach a log); for a
+    relative path they say which folder it starts at."""
+    where = "" if relative_to is None else f"; relative paths start at {relative_to}"
     try:
         text = path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise ValueError(f"cannot read secret file {path}: {exc.strerror or exc}") from None
+        reason = exc.strerror or type(exc).__name__
+        raise ValueError(f"cannot read the secret file it names ({reason}{where})") from None
     except UnicodeDecodeError:
-        raise ValueError(f"secret file {path} is not UTF-8 text") from None
+        raise ValueError("the secret file it names is not UTF-8 text") from None
     if not text:
-        raise ValueError(f"secret file {path} is empty")
+        raise ValueError("the secret file it names is empty")
     return text
 
 
@@ -277,8 +295,10 @@ def _load_secret_file(value: Any, info: ValidationInfo) -> Any:
     if not str(value):
         raise ValueError("must be a file path, not an empty string")
     context = info.context if isinstance(info.context, Mapping) else {}
-    path = Path(context.get("base_dir") or Path.cwd()) / value
-    return SecretFile(path=path, value=SecretStr(_read_secret(path)))
+    base = Path(context.get("base_dir") or Path.cwd())
+    path = base / value
+    relative_to = None if Path(value).is_absolute() else base
+    return SecretFile(path=path, value=SecretStr(_read_secret(path, relative_to)))
 
 
 SecretFilePath = Annotated[SecretFile, BeforeValidator(_load_secret_file)]
@@ -306,18 +326,41 @@ def _secret_value(direct: SecretStr | None, from_file: SecretFile | None) -> str
 
 
 class ServerConfig(_Frozen):
-    """``[server]``: the HTTP listener (webhooks, health, metrics, status)."""
+    """``[server]``: the HTTP listener (webhooks, health, metrics, status).
+
+    ``/status`` (and any page) shows business data: with a ``status_token_file`` it needs
+    ``Authorization: Bearer <token>``; ``katsyncd run`` refuses a listener off loopback
+    without one. ``/healthz``, ``/readyz`` and ``/metrics`` stay open for probes and scrapers.
+    """
 
     listen: ListenAddress = DEFAULT_LISTEN_ADDRESS
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1)
     shutdown_timeout_seconds: float = Field(
         default=DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, gt=0, lt=SHUTDOWN_TIMEOUT_LIMIT_SECONDS
     )
+    status_token_file: SecretFilePath | None = None
 
     @property
     def host_port(self) -> tuple[str, int]:
         """``listen`` as ``(host, port)``; IPv6 hosts come without brackets."""
         return parse_listen(self.listen)
+
+    def status_token_value(self) -> str | None:
+        """The bearer token ``/status`` requires (None: no token configured)."""
+        if self.status_token_file is None:
+            return None
+        return self.status_token_file.value.get_secret_value()
+
+
+def is_loopback(listen: str) -> bool:
+    """Whether a ``listen`` address only accepts connections from this host."""
+    host, _ = parse_listen(listen)
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 class DatabaseConfig(_Frozen):
@@ -336,7 +379,7 @@ class DatabaseConfig(_Frozen):
     @model_validator(mode="after")
     def _pool_sizes_ordered(self) -> Self:
         if self.pool_max_size < self.pool_min_size:
-            message = f"must be >= pool_min_size ({self.pool_min_size}), not {self.pool_max_size}"
+            message = "must be >= pool_min_size"
             raise _key_error(("pool_max_size",), message)
         return self
 
@@ -393,10 +436,7 @@ class SyncConfig(_Frozen):
     @model_validator(mode="after")
     def _max_delay_covers_debounce(self) -> Self:
         if self.max_delay_seconds < self.debounce_seconds:
-            message = (
-                f"must be >= debounce_seconds ({self.debounce_seconds}), "
-                f"not {self.max_delay_seconds}"
-            )
+            message = "must be >= debounce_seconds"
             raise _key_error(("max_delay_seconds",), message)
         return self
 
@@ -471,13 +511,32 @@ class Config(_Frozen):
         """Store names in config order."""
         return [store.name for store in self.stores]
 
-    def check_runnable(self, source: str = "<config>") -> None:
-        """What ``katsyncd run`` needs beyond a valid file: a webhook token to verify with."""
+    def check_runnable(self, source: str = "<config>", *, listen: str | None = None) -> None:
+        """What ``katsyncd run`` needs beyond a valid file: a webhook token to verify with,
+        and a status token when the listener (``listen``: the one bound at start, default
+        this config's) is not loopback."""
+        problems = []
         if not self.katana.webhook_token_value():
-            raise ConfigError(
+            problems.append(
                 f"{source}: katana.webhook_token: required to run: set webhook_token or "
                 "webhook_token_file (`katsyncd webhooks register --url URL` prints it)"
             )
+        problem = self.exposure_problem(listen)
+        if problem is not None:
+            problems.append(f"{source}: {problem}")
+        if problems:
+            raise ConfigError(problems)
+
+    def exposure_problem(self, listen: str | None = None) -> str | None:
+        """``server.status_token_file: …`` when ``/status`` would be open off loopback."""
+        listen = self.server.listen if listen is None else listen
+        if is_loopback(listen) or self.server.status_token_value() is not None:
+            return None
+        return (
+            "server.status_token_file: required when listen is not a loopback address "
+            "(/status shows business data): point it at a file holding a long random token, "
+            "or listen on 127.0.0.1"
+        )
 
     def redacted(self) -> dict[str, Any]:
         """A JSON-ready dump for logs and ``/status``: secrets are ``"***"``."""
@@ -493,7 +552,7 @@ def _check_unique(stores: tuple[StoreConfig, ...], attr: str, what: str) -> None
     for index, store in enumerate(stores):
         value = getattr(store, attr)
         if value in seen:
-            message = f"duplicate {what} {_show(value)} (also stores[{seen[value]}])"
+            message = f"duplicate {what} (also stores[{seen[value]}])"
             raise _key_error(("stores", index, attr), message)
         seen[value] = index
 
@@ -594,15 +653,23 @@ def _describe(error: ErrorDetails, loc: Loc) -> str:
     if kind == "missing":
         return "required"
     if kind == "value_error":
-        return str(ctx.get("error", error["msg"]))
+        return str(ctx.get("error", error["msg"]))  # katsyncd's own words: no input in them
     if kind == "config":
         return error["msg"]
     wanted = _wanted(kind, ctx)
     if wanted is None:
-        return error["msg"]
-    if _is_sensitive(loc):
-        return f"must be {wanted}"
-    return f"must be {wanted}, not {_show(error['input'])}"
+        return _without_input(error["msg"], error.get("input"))
+    if kind.endswith(("_type", "_parsing")) and not _is_sensitive(loc):
+        return f"must be {wanted}, not {_show(error['input'])}"  # the kind, never the value
+    return f"must be {wanted}"
+
+
+def _without_input(message: str, value: object) -> str:
+    """``message`` unless it quotes the input (a secret may sit in the wrong key)."""
+    text = value if isinstance(value, str) else None
+    if text and text in message:
+        return "has a value that is not valid here"
+    return message
 
 
 def _wanted(kind: str, ctx: Mapping[str, Any]) -> str | None:
@@ -672,6 +739,11 @@ def build_config(
     start (default: the working directory).
     """
     env = os.environ if env is None else env
+    too_deep = _too_deep(data)
+    if too_deep is not None:
+        raise ConfigError(
+            f"{source}: {format_key(too_deep)}: nested more than {MAX_NESTING_DEPTH} levels deep"
+        )
     problems: list[tuple[Loc, str]] = []
     expanded = _expand_tree(data, env, (), problems)
     context = {"base_dir": base_dir or Path.cwd()}
@@ -685,12 +757,76 @@ def build_config(
     return config
 
 
+def _too_deep(data: Mapping[str, Any]) -> Loc | None:
+    """The first key path nested deeper than ``MAX_NESTING_DEPTH`` (checked without recursion,
+    before anything recursive walks the data), or None."""
+    stack: list[tuple[Loc, Any]] = [((), data)]
+    while stack:
+        loc, value = stack.pop()
+        if len(loc) > MAX_NESTING_DEPTH:
+            return loc[:MAX_NESTING_DEPTH]
+        if isinstance(value, Mapping):
+            stack += [((*loc, key), item) for key, item in value.items()]
+        elif isinstance(value, list | tuple):
+            stack += [((*loc, index), item) for index, item in enumerate(value)]
+    return None
+
+
 def load_config(path: Path | str, env: Mapping[str, str] | None = None) -> Config:
     """Read the TOML file at ``path`` and build the Config (``*_file`` relative to its folder)."""
     path = Path(path)
-    return build_config(
-        _read_toml(path), source=str(path), env=env, base_dir=path.absolute().parent
-    )
+    data = _read_toml(path)
+    _warn_if_readable_by_others(path, data)
+    return build_config(data, source=str(path), env=env, base_dir=path.absolute().parent)
+
+
+_INLINE_SECRET_KEYS = ("api_key", "webhook_token", "access_token")
+
+
+def inline_secrets(data: Mapping[str, Any]) -> list[str]:
+    """Keys of the raw file that hold a secret itself (not a ``${VAR}`` reference or a
+    ``*_file`` path): the database URL's password and the API keys and tokens."""
+    found = []
+    katana = data.get("katana")
+    if isinstance(katana, Mapping):
+        found += [f"katana.{k}" for k in _INLINE_SECRET_KEYS if _literal(katana.get(k))]
+    stores = data.get("stores")
+    for index, store in enumerate(stores if isinstance(stores, list) else []):
+        if isinstance(store, Mapping) and _literal(store.get("access_token")):
+            found.append(f"stores[{index}].access_token")
+    database = data.get("database")
+    url = database.get("url") if isinstance(database, Mapping) else None
+    if isinstance(url, str) and "${" not in url and _has_password(url):
+        found.append("database.url")
+    return found
+
+
+def _literal(value: Any) -> bool:
+    return isinstance(value, str) and bool(value) and "${" not in value
+
+
+def _has_password(url: str) -> bool:
+    try:
+        return urlsplit(url).password is not None or "password=" in urlsplit(url).query
+    except ValueError:
+        return False
+
+
+def _warn_if_readable_by_others(path: Path, data: Mapping[str, Any]) -> None:
+    """A config file holding secrets that any local user can read gets a warning."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    keys = inline_secrets(data) if mode & stat.S_IROTH else []
+    if keys:
+        log.warning(
+            "config_file_readable_by_others",
+            path=str(path),
+            mode=f"{stat.S_IMODE(mode):04o}",
+            keys=keys,
+            fix=f"chmod o-r {path} (or move the secrets to ${{VAR}} or *_file)",
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -706,6 +842,11 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: config file is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {_toml_problem(str(exc))}") from None
+    except RecursionError:  # tomllib parses nested arrays and inline tables recursively
+        raise ConfigError(
+            f"{path}: invalid TOML (arrays or inline tables nested more than "
+            f"{MAX_NESTING_DEPTH} levels deep)"
+        ) from None
 
 
 def _toml_problem(message: str) -> str:

@@ -19,6 +19,7 @@ import structlog
 from aiohttp import web
 
 from katsyncd import logsetup, sdnotify
+from katsyncd.backoff import exponential
 from katsyncd.config import Config, ConfigError, diff_config, load_config
 from katsyncd.db import Database
 from katsyncd.debounce import Debouncer
@@ -40,11 +41,15 @@ log = structlog.get_logger(__name__)
 TRANSIENT_ERRORS = (
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,  # a connection terminated mid-statement (Postgres restart)
     OSError,
     TimeoutError,
 )
 LOOP_ERROR_BACKOFF_SECONDS = 2.0
 LOOP_ERROR_BACKOFF_CAP_SECONDS = 30.0
+# A reload's rule recompute that could not mark (Postgres down) is retried this often.
+RECOMPUTE_RETRY_SECONDS = 0.5
+RECOMPUTE_RETRY_CAP_SECONDS = 10.0
 
 
 class Daemon:
@@ -64,6 +69,7 @@ class Daemon:
         self.life = Lifecycle()
         self.stop_event = asyncio.Event()
         self.reload_requested = asyncio.Event()
+        self.recompute_wake = asyncio.Event()  # a reload left a rule recompute pending
         self.parts: Parts | None = None
         self.http_port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -74,6 +80,9 @@ class Daemon:
     async def run(self, *, install_signals: bool = True) -> None:
         """Start everything, run until stopped, then shut down in order: the listener, then
         the HTTP session and the pool."""
+        problem = self.config.exposure_problem()
+        if problem is not None:  # `katsyncd run` says so before; this guards every caller
+            raise ConfigError([problem])
         if install_signals:
             self._install_signals()
         async with connect_parts(self._config, metrics=self.metrics, rng=self.rng) as parts:
@@ -92,7 +101,14 @@ class Daemon:
                     port=self.http_port,
                     stores=[s.name for s in self.config.stores],
                 )
-                await self._supervise(parts, [*loops.loops, ("reload", self._reload_loop)])
+                await self._supervise(
+                    parts,
+                    [
+                        *loops.loops,
+                        ("reload", self._reload_loop),
+                        ("rules-recompute", self._recompute_loop),
+                    ],
+                )
             finally:
                 self.life.ready = False
                 if self._runner is not None:
@@ -205,6 +221,7 @@ class Daemon:
             draining=lambda: life.draining,
             webhook_token=lambda: config().katana.webhook_token_value(),
             max_body_bytes=lambda: config().server.max_body_bytes,
+            status_token=lambda: config().server.status_token_value(),
         )
         self._runner = web.AppRunner(
             build_app(deps),
@@ -236,18 +253,59 @@ class Daemon:
                 if self.config_path is None:
                     raise ConfigError(["no config file to reload (demo or in-memory config)"])
                 new = await asyncio.to_thread(load_config, self.config_path)
+            # What run refused at start is refused on reload (against the bound listener).
+            source = str(self.config_path or "<config>")
+            new.check_runnable(source, listen=self.boot_config.server.listen)
         except ConfigError as exc:
             self.metrics.config_reload_ok.set(0)
+            state = self.life.reload
+            state.result, state.at, state.problems = "failed", time.time(), exc.problems
             log.error("config_reload_failed", problems=exc.problems)
             sdnotify.ready()
             return False
-        await self._apply_config(new)
-        self.metrics.config_reload_ok.set(1)
-        self.metrics.config_reload_ts.set(time.time())
+        self.life.reload.problems = []
+        self._reload_settled(await self._apply_config(new), reloaded=True)
         sdnotify.ready()
         return True
 
-    async def _apply_config(self, new: Config) -> None:
+    def _reload_settled(self, pending: list[str], *, reloaded: bool) -> None:
+        """Say what the reload did: applied, or in force with a rule recompute pending (the
+        metric stays 0 until the pending recompute is marked, then the timestamp moves)."""
+        state = self.life.reload
+        state.pending_recompute = pending
+        self.metrics.config_reload_pending.set(len(pending))
+        if not reloaded and state.result != "pending":
+            return  # a later reload failed (or none happened): its result stands
+        if pending:
+            state.result, state.at = "pending", time.time()
+            self.metrics.config_reload_ok.set(0)
+            self.recompute_wake.set()
+            log.warning("config_reload_pending", stores=pending)
+            return
+        state.result, state.at = "applied", time.time()
+        self.metrics.config_reload_ok.set(1)
+        self.metrics.config_reload_ts.set(state.at)
+
+    async def _recompute_loop(self, stop: asyncio.Event) -> None:
+        """Retry a reload's pending rule recompute until it is marked (no second SIGHUP)."""
+        stores, attempt = self._parts().stores, 0
+        while not stop.is_set():
+            if not stores.pending_recompute:
+                attempt = 0
+                await wait_either(stop, self.recompute_wake, None)
+                self.recompute_wake.clear()
+                continue
+            delay = exponential(
+                attempt, base=RECOMPUTE_RETRY_SECONDS, cap=RECOMPUTE_RETRY_CAP_SECONDS
+            )
+            if await wait_stop(stop, delay):
+                return
+            attempt += 1
+            self._reload_settled(await stores.recompute_pending(), reloaded=False)
+
+    async def _apply_config(self, new: Config) -> list[str]:
+        """Swap in ``new`` and apply the difference; returns the stores whose rule recompute
+        is still pending (Postgres unavailable: the retry loop takes it from there)."""
         assert self.parts is not None
         parts, stores = self.parts, self.parts.stores
         diff = diff_config(self.config, new)
@@ -268,8 +326,7 @@ class Daemon:
             stores.start_writer(rt)
         for name in set(diff.stores_changed) - set(diff.stores_added):
             stores.reconfigure(name, new.store(name), old.store(name))
-        for name in diff.stores_rules_changed:
-            await stores.recompute(name)
+        pending = await stores.recompute_pending(diff.stores_rules_changed)
         for rt in stores:  # a reload is how an operator says "fixed it"
             stores.spawn_location_check(rt)
             rt.writer.retry_now.set()
@@ -279,7 +336,9 @@ class Daemon:
             added=diff.stores_added,
             removed=diff.stores_removed,
             changed=diff.stores_changed,
+            recompute_pending=pending,
         )
+        return pending
 
     # ----- what operators, tests and one-shot commands read --------------------------------------
     @property

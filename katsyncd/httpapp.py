@@ -7,6 +7,7 @@ readiness probe, a status provider, the metrics, and the few settings it reads p
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -46,13 +47,17 @@ class HttpDeps:
     draining: Callable[[], bool]  # a stop was asked for: webhooks get 503
     webhook_token: Callable[[], str]  # the current signing secret (a reload may change it)
     max_body_bytes: Callable[[], int]
+    # The bearer token every path outside OPEN_PATHS needs (None: none configured; only
+    # allowed on a loopback listener). A reload may rotate it.
+    status_token: Callable[[], str | None] = lambda: None
 
 
 DEPS_KEY: web.AppKey[HttpDeps] = web.AppKey("deps", HttpDeps)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def build_app(deps: HttpDeps) -> web.Application:
-    app = web.Application(client_max_size=deps.max_body_bytes())
+    app = web.Application(client_max_size=deps.max_body_bytes(), middlewares=[require_token])
     app[DEPS_KEY] = deps
     app.router.add_post("/webhooks/katana", webhook)
     app.router.add_get("/healthz", healthz)
@@ -60,6 +65,27 @@ def build_app(deps: HttpDeps) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
     return app
+
+
+# Open to anyone who can reach the listener: probes, scrapers, and Katana (the webhook is
+# authenticated by its HMAC signature). Every other path (/status, any page added later)
+# shows business data and needs the status token when one is configured.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/webhooks/katana"})
+
+
+@web.middleware
+async def require_token(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """``Authorization: Bearer <status token>`` on every path outside ``OPEN_PATHS``."""
+    token = request.app[DEPS_KEY].status_token()
+    if token is None or request.path in OPEN_PATHS:
+        return await handler(request)
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        return await handler(request)
+    log.info("http_unauthorized", path=request.path, remote=request.remote)
+    response = _problem(401, "this page needs Authorization: Bearer <server.status_token_file>")
+    response.headers["WWW-Authenticate"] = 'Bearer realm="katsyncd"'
+    return response
 
 
 def _problem(status: int, message: str) -> web.Response:

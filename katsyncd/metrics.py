@@ -223,7 +223,14 @@ class Metrics:
         # Config
         self.config_reload_ok = Gauge(
             "katsyncd_config_last_reload_successful",
-            "Whether the last configuration reload succeeded (1) or failed (0)",
+            "Whether the last configuration reload succeeded (1) or failed (0); 0 also while "
+            "a reload's rule recompute is still pending",
+            registry=r,
+        )
+        self.config_reload_pending = Gauge(
+            "katsyncd_config_reload_pending_stores",
+            "Stores whose changed level rules are in force but whose variants are not yet "
+            "marked for a recompute (Postgres was unavailable; retried until it succeeds)",
             registry=r,
         )
         self.config_reload_ts = Gauge(

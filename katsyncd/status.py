@@ -33,6 +33,26 @@ RECENT_PUSHES = 10
 
 
 @dataclass
+class ReloadState:
+    """What the last reload did: ``applied``, ``pending`` (the config is in force but some
+    store's rule recompute could not be marked yet; retried until it is) or ``failed`` (the
+    file was refused; the old config runs). ``None`` before the first reload."""
+
+    result: str | None = None
+    at: float | None = None  # when the result was reached (Unix time)
+    problems: list[str] = field(default_factory=list)
+    pending_recompute: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "result": self.result,
+            "at": _iso(self.at),
+            "problems": self.problems,
+            "pending_recompute": self.pending_recompute,
+        }
+
+
+@dataclass
 class Lifecycle:
     """Where the daemon is in its life: set by the composition root, read by everyone."""
 
@@ -40,6 +60,7 @@ class Lifecycle:
     ready: bool = False  # started: listener up, marks loaded
     draining: bool = False  # a stop was asked for
     restart_required: list[str] = field(default_factory=list)  # keys a reload cannot apply
+    reload: ReloadState = field(default_factory=ReloadState)
 
 
 def _iso(ts: float | None) -> str | None:
@@ -119,6 +140,7 @@ class StatusReporter:
             "ready": life.ready,
             "draining": life.draining,
             "restart_required": life.restart_required,
+            "reload": life.reload.to_json(),
             "stale_variants_pending": len(self._marks.variants),
             "stale_sales_orders_pending": len(self._marks.orders),
             "katana": {

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import aiohttp
+import asyncpg
 import structlog
 
 from katsyncd.bigcommerce import (
@@ -30,6 +31,16 @@ from katsyncd.rules import LevelRules, resolve_locations
 from katsyncd.writer import StoreWriter
 
 log = structlog.get_logger(__name__)
+
+# What keeps a rules recompute from marking now (Postgres restarting, a network blip).
+# (A connection terminated mid-statement can also surface as asyncpg's InternalClientError.)
+DB_UNAVAILABLE = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 
 # Start a named task under supervision (None: no task group, as in a one-shot command).
 Spawn = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None] | None"]
@@ -81,6 +92,9 @@ class StoreRegistry:
         self.by_name: dict[str, StoreRuntime] = {}
         self.locations: dict[int, str] = {}
         self.spawn: Spawn = _no_spawn  # the composition root sets its supervisor once running
+        # Stores whose rules changed and whose variants are not durably marked yet.
+        self.pending_recompute: set[str] = set()
+        self._recompute_lock = asyncio.Lock()
 
     # ----- the set of stores ----------------------------------------------------------------
     def __iter__(self) -> Iterator[StoreRuntime]:
@@ -99,6 +113,7 @@ class StoreRegistry:
         return rt
 
     def remove(self, name: str) -> None:
+        self.pending_recompute.discard(name)
         rt = self.by_name.pop(name)
         rt.stop.set()
         rt.writer.clear_error()
@@ -195,6 +210,32 @@ class StoreRegistry:
         """A store's rules changed: every matched variant is re-read and recomputed."""
         ids = await stored_marks.store_variant_ids(self._db.pool, name)
         await self._recheck(ids, "config_changed")
+
+    async def recompute_pending(self, names: Iterable[str] = ()) -> list[str]:
+        """Add ``names`` to the stores whose rules changed, then mark each one's variants.
+
+        A store leaves the pending set only once its marks are durable (then the flusher
+        recomputes them under the rules already in force). With Postgres unavailable the
+        store stays pending and the caller retries; the stores still pending are returned.
+        """
+        self.pending_recompute |= {n for n in names if n in self.by_name}
+        async with self._recompute_lock:
+            for name in sorted(self.pending_recompute):
+                if name not in self.by_name:
+                    self.pending_recompute.discard(name)
+                    continue
+                try:
+                    await self.recompute(name)
+                except DB_UNAVAILABLE as exc:
+                    log.warning(
+                        "rules_recompute_pending",
+                        store=name,
+                        error=str(exc) or type(exc).__name__,
+                    )
+                    break  # the database is the same for every store: retry them all later
+                self.pending_recompute.discard(name)
+                log.info("rules_recompute_marked", store=name)
+        return sorted(self.pending_recompute)
 
 
 async def check_location(rt: StoreRuntime) -> None:

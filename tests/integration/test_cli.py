@@ -125,3 +125,26 @@ async def test_log_level_option_overrides_the_config(
     assert await run_cli(["check-config", "--config", str(path), "--log-level", "debug"]) == 0
     assert await run_cli(["--config", str(path), "check-config"]) == 0
     assert seen == ["debug", "error"]
+
+
+async def test_check_config_deeply_nested_array_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 11 finding 4: was a RecursionError traceback; now exit 2 and one line."""
+    deep = "[" * 5000 + "]" * 5000
+    path = write(tmp_path, GOOD.format(url="postgresql://h/db") + f"[sync]\nbuffer = {deep}\n")
+    assert await run_cli(["check-config", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: invalid TOML (arrays or inline tables nested" in err
+    assert "Traceback" not in err and "RecursionError" not in err
+
+
+async def test_run_refuses_an_exposed_status_without_a_token(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = '[server]\nlisten = "0.0.0.0:8080"\n' + GOOD.format(url="postgresql://h/db")
+    path = write(tmp_path, text)
+    assert await run_cli(["run", "--config", str(path)]) == 2
+    assert "server.status_token_file: required when listen is not a loopback address" in (
+        capsys.readouterr().err
+    )

@@ -23,6 +23,7 @@ from functools import cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any, NoReturn
+from urllib.parse import urlsplit
 
 import jsonschema  # type: ignore[import-untyped]  # no types-jsonschema in the dev extras
 import pytest
@@ -325,6 +326,7 @@ K8S_FILES = (
     "configmap.yaml",
     "secret.example.yaml",
     "pdb.yaml",
+    "networkpolicy.yaml",
 )
 
 
@@ -452,7 +454,8 @@ def test_selectors_match_the_pod() -> None:
 
 
 def test_secrets_and_config_line_up() -> None:
-    """Every ${VAR} in the config is set from the Secret, and every Secret key exists."""
+    """Every ${VAR} in the config is set from the Secret, every *_file is a mounted Secret
+    key, and every Secret key is used."""
     config_map = load_one(K8S / "configmap.yaml")
     assert _pod()["spec"]["volumes"][0]["configMap"]["name"] == config_map["metadata"]["name"]
     toml_text = config_map["data"]["katsyncd.toml"]
@@ -460,8 +463,39 @@ def test_secrets_and_config_line_up() -> None:
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in _container("katsyncd")["env"]}
     assert referenced <= env.keys()
     secret = load_one(K8S / "secret.example.yaml")
+    mounted = _mounted_secret_files(secret["metadata"]["name"])
+    files = set(re.findall(r'^\s*\w+_file = "([^"]+)"', toml_text, re.M))
+    assert files <= mounted.keys()
     assert {ref["name"] for ref in env.values()} == {secret["metadata"]["name"]}
-    assert {ref["key"] for ref in env.values()} == secret["stringData"].keys()
+    used = {ref["key"] for ref in env.values()} | set(mounted.values())
+    assert used == secret["stringData"].keys()
+
+
+def _mounted_secret_files(secret_name: str) -> dict[str, str]:
+    """The katsyncd container's files that come from the Secret: path -> Secret key."""
+    volumes = {v["name"]: v["secret"] for v in _pod()["spec"]["volumes"] if "secret" in v}
+    files = {}
+    for mount in _container("katsyncd")["volumeMounts"]:
+        source = volumes.get(mount["name"])
+        if source is not None and source["secretName"] == secret_name:
+            assert mount.get("readOnly") is True
+            for item in source["items"]:
+                files[f"{mount['mountPath']}/{item['path']}"] = item["key"]
+    return files
+
+
+def test_networkpolicy_lets_in_only_the_http_port_and_out_only_what_katsyncd_calls() -> None:
+    policy = load_one(K8S / "networkpolicy.yaml")["spec"]
+    assert _selects(policy["podSelector"]["matchLabels"], _pod()["metadata"]["labels"])
+    assert sorted(policy["policyTypes"]) == ["Egress", "Ingress"]
+    http = _container("katsyncd")["ports"][0]["name"]
+    for rule in policy["ingress"]:
+        assert rule["from"], "an ingress rule without peers would admit everyone"
+        assert rule["ports"] == [{"port": http, "protocol": "TCP"}]
+    egress_ports = {(p["port"], p["protocol"]) for r in policy["egress"] for p in r["ports"]}
+    config = tomllib.loads(load_one(K8S / "configmap.yaml")["data"]["katsyncd.toml"])
+    db_port = urlsplit(config["database"]["url"]).port or 5432
+    assert egress_ports == {(53, "UDP"), (53, "TCP"), (443, "TCP"), (db_port, "TCP")}
 
 
 def test_configmap_config_matches_the_pod() -> None:
@@ -539,9 +573,18 @@ DUMMY_SECRETS = {
 }
 
 
+STATUS_TOKEN_DIR = "/run/secrets/katsyncd"
+
+
 def _example_config(tmp_path: Path) -> Path:
+    """The ConfigMap's file, its mounted secret files moved under ``tmp_path``."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "status-token").write_text("test-status-token\n")
+    text = load_one(K8S / "configmap.yaml")["data"]["katsyncd.toml"]
+    assert STATUS_TOKEN_DIR in text
     path = tmp_path / "katsyncd.toml"
-    path.write_text(load_one(K8S / "configmap.yaml")["data"]["katsyncd.toml"])
+    path.write_text(text.replace(STATUS_TOKEN_DIR, str(secrets)))
     return path
 
 
@@ -549,6 +592,7 @@ def test_example_config_loads(tmp_path: Path) -> None:
     """The ConfigMap's katsyncd.toml is valid for the daemon's own loader."""
     config = load_config(_example_config(tmp_path), env=DUMMY_SECRETS)
     assert config.server.listen == "0.0.0.0:8080"
+    config.check_runnable()  # off loopback: the status token is set
     assert [store.name for store in config.stores] == ["main"]
 
 

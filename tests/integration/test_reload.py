@@ -21,6 +21,7 @@ from tests.support.harness import (
     running_daemon,
     write_config,
 )
+from tests.support.pg import database_closed
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -196,3 +197,47 @@ async def test_reload_under_webhook_load_loses_nothing(
             results = await asyncio.gather(reloads(), *(fire(session, i) for i in range(300)))
         assert all(code == 200 for code in results[1:])
         await converge(world, 30)
+
+
+async def test_rule_change_during_postgres_outage_is_applied_after_recovery(
+    world: World, db_url: str, tmp_path: Path
+) -> None:
+    """Finding 1: buffer 3 → 5 reloaded while Postgres is down. The recompute cannot mark the
+    store's variants then; it stays pending (metric 0, /status says so) and is retried until
+    it succeeds, so the new rule reaches the store without a second SIGHUP."""
+    store = world.add_store("main", ["R-A"])
+    path = tmp_path / "katsyncd.toml"
+    async with running_daemon(world, db_url, config_path=path) as d:
+        await eventually(lambda: store.sim.level("R-A") == 13)
+        data = current_data(d, world, db_url)
+        data["stores"][0]["buffer"] = 5
+        async with database_closed(db_url):
+            assert await reload_with(d, path, data)  # the file is good: it is in force
+            assert d.config.store("main").buffer == 5
+            assert gauge(d, "katsyncd_config_last_reload_successful") == 0
+            assert gauge(d, "katsyncd_config_reload_pending_stores") == 1
+        await eventually(lambda: store.sim.level("R-A") == 8, 30)  # 13 - 5
+        assert gauge(d, "katsyncd_config_last_reload_successful") == 1
+        assert gauge(d, "katsyncd_config_reload_pending_stores") == 0
+        _, status = await get_json(d, "/status")
+        assert status["reload"]["result"] == "applied"
+        assert status["reload"]["pending_recompute"] == []
+
+
+async def test_deeply_nested_file_on_reload_keeps_the_daemon_running(
+    world: World, db_url: str, tmp_path: Path
+) -> None:
+    """Finding 4: a RecursionError escaped reload() and stopped the daemon (exit 1)."""
+    store = world.add_store("main", ["R-A"])
+    path = tmp_path / "katsyncd.toml"
+    async with running_daemon(world, db_url, config_path=path) as d:
+        await eventually(lambda: store.sim.level("R-A") == 13)
+        before = d.config
+        path.write_text(path.read_text() + "[extra]\nlevel = " + "[" * 5000 + "]" * 5000 + "\n")
+        assert not await d.reload()
+        assert d.config is before and not d.stop_event.is_set()
+        assert d.life.reload.result == "failed"
+        assert d.life.reload.problems == [
+            f"{path}: invalid TOML (arrays or inline tables nested more than 32 levels deep)"
+        ]
+        assert gauge(d, "katsyncd_config_last_reload_successful") == 0

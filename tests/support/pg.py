@@ -28,3 +28,22 @@ async def empty_database(server_url: str, prefix: str = "katsyncd_t_") -> AsyncI
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@asynccontextmanager
+async def database_closed(url: str) -> AsyncIterator[None]:
+    """Postgres really unavailable for the database of ``url``: new connections are refused
+    and every open one is terminated; connections are allowed again on exit."""
+    name = urlsplit(url).path.lstrip("/")
+    admin = await asyncpg.connect(with_db(url, "postgres"))
+    try:
+        await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS false')
+        try:
+            await admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name
+            )
+            yield
+        finally:
+            await admin.execute(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS true')
+    finally:
+        await admin.close()

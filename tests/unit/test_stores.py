@@ -109,3 +109,27 @@ async def test_removing_a_store_stops_its_writer(registry: StoreRegistry) -> Non
     registry.remove("shop")
     assert rt.stop.is_set()
     assert "shop" not in registry.by_name
+
+
+async def test_rules_recompute_stays_pending_until_it_is_marked(
+    registry: StoreRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Postgres unavailable: the store stays pending (and is named), a store removed
+    meanwhile is dropped, and a later attempt with Postgres back clears it."""
+    registry.add(store())
+    registry.add(store(name="other", store_hash="def"))
+    marked: list[str] = []
+    down = True
+
+    async def recompute(name: str) -> None:
+        if down:
+            raise OSError("connection refused")
+        marked.append(name)
+
+    monkeypatch.setattr(registry, "recompute", recompute)
+    assert await registry.recompute_pending(["shop", "other", "unknown"]) == ["other", "shop"]
+    assert await registry.recompute_pending() == ["other", "shop"]  # a retry, nothing new
+    registry.remove("other")
+    down = False
+    assert await registry.recompute_pending() == []
+    assert marked == ["shop"]

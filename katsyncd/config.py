@@ -81,6 +81,11 @@ CONFIG_PATH_ENV = "KATSYNCD_CONFIG"
 DEFAULT_LISTEN_ADDRESS = "127.0.0.1:8080"
 DEFAULT_MAX_BODY_BYTES = 1_048_576
 DEFAULT_SHUTDOWN_TIMEOUT_SECONDS = 20.0
+# A connection that sends no complete request header within this (of opening, or of its last
+# answer) is closed; a webhook body not received within this is a 408. Katana sends both at
+# once, in well under a second.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+DEFAULT_BODY_TIMEOUT_SECONDS = 10.0
 # Kubernetes' default termination grace period; shutdown must finish before it sends SIGKILL.
 SHUTDOWN_TIMEOUT_LIMIT_SECONDS = 30.0
 
@@ -122,6 +127,8 @@ RESTART_REQUIRED_KEYS = (
     "server.listen",
     "server.max_body_bytes",
     "server.shutdown_timeout_seconds",
+    "server.header_timeout_seconds",
+    "server.body_timeout_seconds",
     "database.url",
     "database.state_dir",
     "database.pool_min_size",
@@ -339,6 +346,8 @@ class ServerConfig(_Frozen):
         default=DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, gt=0, lt=SHUTDOWN_TIMEOUT_LIMIT_SECONDS
     )
     status_token_file: SecretFilePath | None = None
+    header_timeout_seconds: float = Field(default=DEFAULT_HEADER_TIMEOUT_SECONDS, gt=0)
+    body_timeout_seconds: float = Field(default=DEFAULT_BODY_TIMEOUT_SECONDS, gt=0)
 
     @property
     def host_port(self) -> tuple[str, int]:

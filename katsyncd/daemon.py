@@ -16,14 +16,13 @@ from typing import Any
 
 import asyncpg
 import structlog
-from aiohttp import web
 
 from katsyncd import logsetup, sdnotify
 from katsyncd.backoff import exponential
 from katsyncd.config import Config, ConfigError, diff_config, load_config
 from katsyncd.db import Database
 from katsyncd.debounce import Debouncer
-from katsyncd.httpapp import HttpDeps, build_app
+from katsyncd.httpapp import HttpDeps, HttpServer, start_server
 from katsyncd.katana import KatanaClient, PageHook
 from katsyncd.metrics import Metrics
 from katsyncd.poller import Poller
@@ -72,7 +71,7 @@ class Daemon:
         self.recompute_wake = asyncio.Event()  # a reload left a rule recompute pending
         self.parts: Parts | None = None
         self.http_port: int | None = None
-        self._runner: web.AppRunner | None = None
+        self._http: HttpServer | None = None
         self._tg: asyncio.TaskGroup | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -89,7 +88,7 @@ class Daemon:
             self.parts = parts
             loops = daemon_loops(parts, self.life, self.rng)
             try:
-                await self._start_http(parts, loops.status.document)
+                http = await self._start_http(parts, loops.status.document)
                 await parts.marks.load()
                 self.life.ready = True
                 self.metrics.config_reload_ok.set(1)
@@ -107,12 +106,13 @@ class Daemon:
                         *loops.loops,
                         ("reload", self._reload_loop),
                         ("rules-recompute", self._recompute_loop),
+                        ("http-guard", http.guard),
                     ],
                 )
             finally:
                 self.life.ready = False
-                if self._runner is not None:
-                    await self._runner.cleanup()
+                if self._http is not None:
+                    await self._http.close()
         log.info("daemon_stopped")
 
     def _install_signals(self) -> None:
@@ -211,7 +211,7 @@ class Daemon:
 
     async def _start_http(
         self, parts: Parts, status: Callable[[], Awaitable[dict[str, Any]]]
-    ) -> None:
+    ) -> HttpServer:
         life, config = self.life, self._config.get
         deps = HttpDeps(
             committer=parts.committer,
@@ -222,20 +222,19 @@ class Daemon:
             webhook_token=lambda: config().katana.webhook_token_value(),
             max_body_bytes=lambda: config().server.max_body_bytes,
             status_token=lambda: config().server.status_token_value(),
+            body_timeout_seconds=self.config.server.body_timeout_seconds,
         )
-        self._runner = web.AppRunner(
-            build_app(deps),
-            handle_signals=False,
-            access_log=None,
-            shutdown_timeout=self.config.server.shutdown_timeout_seconds,
+        server = self.config.server
+        host, port = server.host_port
+        self._http = await start_server(
+            deps,
+            host=host,
+            port=port,
+            header_timeout=server.header_timeout_seconds,
+            shutdown_timeout=server.shutdown_timeout_seconds,
         )
-        await self._runner.setup()
-        host, port = self.config.server.host_port
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = sockets[0].getsockname()[1] if sockets else port
+        self.http_port = self._http.port
+        return self._http
 
     # ----- reload ------------------------------------------------------------------------------
     async def _reload_loop(self, stop: asyncio.Event) -> None:

@@ -96,8 +96,15 @@ SUBSCRIBED_EVENTS = sorted(
     SALES_ORDER_EVENTS | INVENTORY_EVENTS | VARIANT_EVENTS | MOVEMENT_EVENTS | VARIANT_POLL_EVENTS
 )
 
-# ``…/variants/123``, ``…/v1/products/123/`` (any base URL, a trailing slash, a query).
-_HREF_RE = re.compile(r"/(variants|products|materials)/(\d+)/?$")
+# ``…/variants/123``, ``…/v1/products/123/`` (any base URL, a trailing slash, a query). ASCII
+# digits only: ``\d`` would take any Unicode digit, which ``int()`` reads as a number.
+_HREF_RE = re.compile(r"/(variants|products|materials)/([0-9]+)/?$")
+# Ids are Postgres bigints; one outside that range would fail the group commit it joins.
+ID_MIN, ID_MAX = -(2**63), 2**63 - 1
+_ASCII_ID_RE = re.compile(r"[0-9]+")
+_MAX_ID_DIGITS = 20  # longer digit strings are out of range anyway; int() is not asked
+# ``x-sha2-signature``: 64 hex digits (HMAC-SHA256), optionally ``sha256=``, nothing else.
+_SIGNATURE_RE = re.compile(r"(?:sha256=)?([0-9a-f]{64})", re.IGNORECASE | re.ASCII)
 _HREF_READINGS: dict[str, Reading] = {
     "variants": "variant",
     "products": "product",
@@ -106,11 +113,32 @@ _HREF_READINGS: dict[str, Reading] = {
 
 
 class WebhookError(Exception):
-    """A webhook we refuse; ``status`` is the HTTP answer."""
+    """A webhook we refuse; ``status`` is the HTTP answer, ``outcome`` the metric label when
+    the status alone does not say it."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, outcome: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.outcome = outcome
+
+
+class CommitterFull(Exception):
+    """The group committer's queue is full: the webhook is not recorded (503, Katana retries)."""
+
+
+def data_fault(exc: BaseException) -> bool:
+    """Whether a failed write was the fault of the data written (a value Postgres or the
+    driver refuses), not of the database being unavailable."""
+    return isinstance(
+        exc,
+        (
+            ValueError,  # asyncpg's client-side DataError (a value it cannot encode) included
+            TypeError,
+            OverflowError,
+            asyncpg.DataError,
+            asyncpg.IntegrityConstraintViolationError,
+        ),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,25 +155,47 @@ class ParsedEvent:
     reading: Reading | None = None  # current_inventory.* only: what object.id was read as
 
 
+def _signature_hex(header: str | None) -> str | None:
+    if not header:
+        return None
+    m = _SIGNATURE_RE.fullmatch(header.strip())
+    return m.group(1).lower() if m else None
+
+
+def signature_well_formed(header: str | None) -> bool:
+    """Whether ``x-sha2-signature`` can be a signature at all (64 hex digits, optional
+    ``sha256=``): checked before the body is read, so a request without one costs nothing."""
+    return _signature_hex(header) is not None
+
+
 def verify_signature(body: bytes, header: str | None, token: str) -> bool:
-    """HMAC-SHA256 of the raw body with the webhook token, hex, optional ``sha256=`` prefix."""
-    if not header or not token:
+    """HMAC-SHA256 of the raw body with the webhook token, hex, optional ``sha256=`` prefix.
+    Never raises: a header of any other shape (non-ASCII included) is simply not a match."""
+    given = _signature_hex(header)
+    if given is None or not token:
         return False
-    given = header.strip()
-    if given.lower().startswith("sha256="):
-        given = given[7:]
     expected = hmac.new(token.encode(), body, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(expected, given.lower())
+    return hmac.compare_digest(expected.encode("ascii"), given.encode("ascii"))
+
+
+def _checked_id(value: int, where: str) -> int:
+    if not ID_MIN <= value <= ID_MAX:
+        raise WebhookError(400, f"{where} out of range: {str(value)[:40]}")
+    return value
 
 
 def _object_id(obj: Any) -> int | None:
+    """``object.id`` as a number (Katana sends a string or a number). Anything that is not an
+    integer written in ASCII digits is no id; an integer outside bigint range is a 400."""
     raw = obj.get("id") if isinstance(obj, dict) else None
     if isinstance(raw, bool):
         return None
     if isinstance(raw, int):
-        return raw
-    if isinstance(raw, str) and raw.strip().isdigit():
-        return int(raw.strip())
+        return _checked_id(raw, "object.id")
+    if isinstance(raw, str) and _ASCII_ID_RE.fullmatch(digits := raw.strip()):
+        if len(digits) > _MAX_ID_DIGITS:
+            raise WebhookError(400, f"object.id out of range: {digits[:40]}")
+        return _checked_id(int(digits), "object.id")
     return None
 
 
@@ -156,10 +206,16 @@ def read_href(href: Any) -> tuple[Reading, int | None]:
         return "no_href", None
     if not isinstance(href, str):
         return "unrecognized", None
-    m = _HREF_RE.search(urlsplit(href.strip()).path)
+    try:
+        path = urlsplit(href.strip()).path
+    except ValueError:  # e.g. an unbalanced "[" in the host
+        return "unrecognized", None
+    m = _HREF_RE.search(path)
     if m is None:
         return "unrecognized", None
-    return _HREF_READINGS[m.group(1)], int(m.group(2))
+    if len(m.group(2)) > _MAX_ID_DIGITS:
+        raise WebhookError(400, f"object.href id out of range: {m.group(2)[:40]}")
+    return _HREF_READINGS[m.group(1)], _checked_id(int(m.group(2)), "object.href id")
 
 
 def inventory_effects(reading: Reading, object_id: int | None) -> tuple[Effect, ...]:
@@ -201,12 +257,22 @@ def effects_for(
     return tuple(out)
 
 
+def _shown(value: Any) -> str:
+    """A value from a payload for a log line: a string cut short, anything else its type (the
+    text of a deeply nested value could itself exceed the recursion limit)."""
+    return value[:200] if isinstance(value, str) else type(value).__name__
+
+
 def parse_event(body: bytes) -> ParsedEvent:
-    """Parse a verified body. Malformed JSON or a payload with no action is a 400."""
+    """Parse a verified body. Malformed JSON (nesting too deep for the parser, a number too
+    long to convert included), a payload with no action or an id outside bigint range is a
+    400: it concerns this webhook only."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WebhookError(400, f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise WebhookError(400, "malformed JSON: nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, int digits limit
+        raise WebhookError(400, f"malformed JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict) or not isinstance(data.get("action"), str):
         raise WebhookError(400, "payload has no 'action'")
     event = data["action"]
@@ -220,8 +286,8 @@ def parse_event(body: bytes) -> ParsedEvent:
         log.warning(
             "webhook_href_unrecognized",
             endpoint="POST /webhooks/katana",
-            katana_event=event,
-            href=str(href)[:200],
+            katana_event=event[:100],
+            href=_shown(href),
             expected="…/variants/{id}, …/products/{id} or …/materials/{id}",
             marking="variant and product readings of object.id",
         )
@@ -229,9 +295,9 @@ def parse_event(body: bytes) -> ParsedEvent:
         if object_id is not None:
             log.warning(
                 "webhook_href_id_mismatch",
-                katana_event=event,
+                katana_event=event[:100],
                 object_id=object_id,
-                href=str(href)[:200],
+                href=_shown(href),
                 using="href",
             )
         object_id = href_id
@@ -247,11 +313,17 @@ class _Pending:
     )
 
 
+# Webhooks waiting for a commit at most; more get CommitterFull (503) instead of memory.
+MAX_QUEUED_WEBHOOKS = 10_000
+
+
 class GroupCommitter:
     """Commits the effects of many concurrent webhooks in one transaction.
 
     ``submit`` returns once its effects are durable; it raises if the commit failed, so the
-    handler can answer 503 and Katana retries.
+    handler can answer 503 and Katana retries, and raises :class:`CommitterFull` at once when
+    ``max_queue`` webhooks are already waiting. A batch that fails because of what one webhook
+    carries (:func:`data_fault`) is split in halves and retried, so only that webhook fails.
     """
 
     def __init__(
@@ -260,18 +332,24 @@ class GroupCommitter:
         *,
         on_committed: Callable[[list[Effect]], None],
         max_batch: int = 1000,
+        max_queue: int = MAX_QUEUED_WEBHOOKS,
     ) -> None:
         self._pool_getter = pool_getter
         self._on_committed = on_committed
         self._max_batch = max_batch
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self.commits = 0
 
     async def submit(self, effects: tuple[Effect, ...], reason: str) -> None:
         if not effects:
             return
         item = _Pending(effects, reason)
-        self._queue.put_nowait(item)
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            raise CommitterFull(
+                f"{self._queue.maxsize} webhooks already wait for a commit"
+            ) from None
         await item.done
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -298,24 +376,27 @@ class GroupCommitter:
         return None
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        variants: dict[int, str] = {}
-        products: dict[int, str] = {}
-        orders: dict[int, str] = {}
-        polls: set[str] = set()
-        for p in batch:
-            for e in p.effects:
-                if e.kind == "variant":
-                    variants.setdefault(int(e.ident), p.reason)
-                elif e.kind == "product":
-                    products.setdefault(int(e.ident), p.reason)
-                elif e.kind == "sales_order":
-                    orders.setdefault(int(e.ident), p.reason)
-                else:
-                    polls.add(str(e.ident))
         try:
-            expanded = await self._write(variants, orders, polls, products)
-        except Exception as exc:  # any DB failure: every waiter answers 503
-            log.warning("group_commit_failed", error=str(exc), webhooks=len(batch))
+            expanded = await self._write(*_merged(batch))
+        except Exception as exc:
+            if len(batch) > 1 and data_fault(exc):  # one webhook's data: find it, commit the rest
+                half = len(batch) // 2
+                log.warning(
+                    "group_commit_split",
+                    error=str(exc)[:300],
+                    error_type=type(exc).__name__,
+                    webhooks=len(batch),
+                )
+                await self._commit(batch[:half])
+                await self._commit(batch[half:])
+                return
+            # A DB failure (or one webhook's bad data): every waiter answers 503/500
+            log.warning(
+                "group_commit_failed",
+                error=str(exc)[:300],
+                error_type=type(exc).__name__,
+                webhooks=len(batch),
+            )
             for p in batch:
                 if not p.done.done():
                     p.done.set_exception(exc)
@@ -349,3 +430,24 @@ class GroupCommitter:
             await stale.mark_sales_orders(conn, orders)
             await stale.request_polls(conn, polls)
         return expanded
+
+
+def _merged(
+    batch: list[_Pending],
+) -> tuple[dict[int, str], dict[int, str], set[str], dict[int, str]]:
+    """The marks of a batch, each id once: variants, sales orders, polls, products."""
+    variants: dict[int, str] = {}
+    products: dict[int, str] = {}
+    orders: dict[int, str] = {}
+    polls: set[str] = set()
+    for p in batch:
+        for e in p.effects:
+            if e.kind == "variant":
+                variants.setdefault(int(e.ident), p.reason)
+            elif e.kind == "product":
+                products.setdefault(int(e.ident), p.reason)
+            elif e.kind == "sales_order":
+                orders.setdefault(int(e.ident), p.reason)
+            else:
+                polls.add(str(e.ident))
+    return variants, orders, polls, products

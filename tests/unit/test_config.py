@@ -31,6 +31,8 @@ FULL = """
 listen = "0.0.0.0:9090"
 max_body_bytes = 2048
 shutdown_timeout_seconds = 5.5
+header_timeout_seconds = 4.0
+body_timeout_seconds = 3.0
 
 [database]
 url = "postgresql://sync:pw@db.internal/katsync"
@@ -130,6 +132,7 @@ def test_full_file_round_trip(full_config: Config, tmp_path: Path) -> None:
     c = full_config
     assert c.server.host_port == ("0.0.0.0", 9090)
     assert (c.server.max_body_bytes, c.server.shutdown_timeout_seconds) == (2048, 5.5)
+    assert (c.server.header_timeout_seconds, c.server.body_timeout_seconds) == (4.0, 3.0)
     assert c.database.url == "postgresql://sync:pw@db.internal/katsync"
     assert c.database.state_dir == Path("/srv/katsyncd")
     assert (c.database.pool_min_size, c.database.pool_max_size) == (1, 4)
@@ -170,6 +173,8 @@ def test_defaults_are_the_named_constants() -> None:
     assert c.server.host_port == ("127.0.0.1", 8080)
     assert c.server.max_body_bytes == cfgmod.DEFAULT_MAX_BODY_BYTES == 1_048_576
     assert c.server.shutdown_timeout_seconds == cfgmod.DEFAULT_SHUTDOWN_TIMEOUT_SECONDS == 20.0
+    assert c.server.header_timeout_seconds == cfgmod.DEFAULT_HEADER_TIMEOUT_SECONDS == 10.0
+    assert c.server.body_timeout_seconds == cfgmod.DEFAULT_BODY_TIMEOUT_SECONDS == 10.0
     assert c.database.url is None
     assert c.database.state_dir == cfgmod.DEFAULT_STATE_DIR == Path("/var/lib/katsyncd")
     assert (c.database.pool_min_size, c.database.pool_max_size) == (2, 10)
@@ -363,6 +368,7 @@ def test_unknown_key_in_nth_store(tmp_path: Path) -> None:
             "[server]\nshutdown_timeout_seconds = 30\n",
             "server.shutdown_timeout_seconds: must be < 30",
         ),
+        ("[server]\nbody_timeout_seconds = 0\n", "server.body_timeout_seconds: must be > 0"),
         ('[database]\nurl = "mysql://u:pw@h/db"\n', "database.url: must be a postgresql://"),
         (
             "[database]\npool_min_size = 5\npool_max_size = 4\n",

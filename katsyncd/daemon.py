@@ -140,13 +140,16 @@ class Daemon:
         """Finish in-flight work within the shutdown bound, then cancel what is left.
 
         A writer waiting (on its limiter, or backing off after an error) is cancelled at once:
-        its backlog is durable. A writer with a request on the wire gets to finish it.
+        its backlog is durable. A writer with a request on the wire gets to finish it, and to
+        record its answer (cancelling the record would roll it back and resend the write after
+        a restart).
         """
         deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds
         pending = {t for t in self._tasks if not t.done()}
         while pending and time.monotonic() < deadline:
             for rt in parts.stores:
-                if rt.task in pending and rt.client.writes_in_flight == 0:
+                busy = rt.client.writes_in_flight > 0 or rt.writer.recording
+                if rt.task in pending and not busy:
                     rt.task.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.1)
         for t in pending:

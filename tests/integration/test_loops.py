@@ -7,14 +7,21 @@ cancel a writer while it recorded a finished write; /readyz hung on a frozen dat
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import time
 
+import asyncpg
 import pytest
 
 from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World
-from tests.support.harness import converge, eventually, running_daemon, start_world
+from tests.support.harness import (
+    converge,
+    eventually,
+    running_daemon,
+    start_world,
+    stock_one_sku,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,3 +51,51 @@ async def test_a_store_failing_from_start_up_does_not_delay_the_first_sync_of_th
         print(f"healthy store first synced {took:.1f} s after start")
     finally:
         await world.stop()
+
+
+async def _waiting_on(conn: asyncpg.Connection, table: str) -> bool:
+    """Some session waits for a lock on ``table``."""
+    n = await conn.fetchval(
+        "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+        " WHERE c.relname = $1 AND NOT l.granted",
+        table,
+    )
+    return bool(n)
+
+
+async def test_a_stop_while_a_finished_write_is_being_recorded_keeps_the_record(
+    world: World, db_url: str
+) -> None:
+    stock_one_sku(world, "REC-1", 5)
+    store = world.stores[0]
+    k = world.katana
+    loc = next(iter(k.locations))
+    blocker = await asyncpg.connect(db_url)
+    try:
+        async with running_daemon(world, db_url) as d:
+            await converge(world)
+            writer_task = d.stores["main"].task
+            assert writer_task is not None
+            # Hold the record of the next write: push_log takes no insert while we hold SHARE.
+            lock = blocker.transaction()
+            await lock.start()
+            await blocker.execute("LOCK TABLE push_log IN SHARE MODE")
+            k.adjust_stock(k.live_variant_for_sku("REC-1") or 0, loc, 3)
+            await eventually(lambda: store.sim.level("REC-1") == 8)  # written to BigCommerce
+            await eventually(lambda: _waiting_on(blocker, "push_log"))  # recording, held
+            d.request_stop()
+            # The drain used to cancel the writer here (no write on the wire), rolling the
+            # record back. Now it waits for the record: give it a second to do the wrong thing.
+            with contextlib.suppress(AssertionError):
+                await eventually(writer_task.done, limit=1.0)
+            assert not writer_task.done(), "the drain cancelled a writer recording its write"
+            await lock.rollback()  # the record goes through; the daemon then stops
+        pushed = await blocker.fetchval(
+            "SELECT pushed FROM item_level WHERE store = 'main' AND sku = 'REC-1'"
+        )
+        logged = await blocker.fetchval(
+            "SELECT count(*) FROM push_log WHERE store = 'main' AND new_quantity = 8"
+        )
+        assert (pushed, logged) == (8, 1)
+    finally:
+        await blocker.close()

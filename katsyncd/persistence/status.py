@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +75,11 @@ async def prune_push_log(pool: asyncpg.Pool, retention_days: int) -> None:
     await pool.execute(Q["prune_push_log"], retention_days)
 
 
-async def database_check(pool: asyncpg.Pool, acquire_seconds: float) -> list[int]:
-    """Postgres lends a connection within ``acquire_seconds`` and answers: the migrations not
-    applied yet (raises if not)."""
-    async with pool.acquire(timeout=acquire_seconds) as conn:
-        await conn.fetchval("SELECT 1")
-        return await pending_migrations(conn)
+async def database_check(pool: asyncpg.Pool, seconds: float) -> list[int]:
+    """Postgres lends a connection and answers within ``seconds`` in all: the migrations not
+    applied yet. Raises ``TimeoutError`` past the bound (a frozen server, a lock, a pool
+    exhausted by hung queries), whichever step hangs."""
+    async with asyncio.timeout(seconds):
+        async with pool.acquire() as conn:
+            await conn.fetchval("SELECT 1")
+            return await pending_migrations(conn)

@@ -7,17 +7,20 @@ cancel a writer while it recorded a finished write; /readyz hung on a frozen dat
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 
 import asyncpg
 import pytest
 
+from katsyncd.daemon import Daemon
 from katsyncd.sim.quirks import Quirks
 from katsyncd.sim.world import World
 from tests.support.harness import (
     converge,
     eventually,
+    get_json,
     running_daemon,
     start_world,
     stock_one_sku,
@@ -99,3 +102,32 @@ async def test_a_stop_while_a_finished_write_is_being_recorded_keeps_the_record(
         assert (pushed, logged) == (8, 1)
     finally:
         await blocker.close()
+
+
+async def test_readyz_answers_within_a_second_when_the_database_does_not(
+    world: World, db_url: str
+) -> None:
+    stock_one_sku(world, "RDY-1", 1)
+    blocker = await asyncpg.connect(db_url)
+    try:
+        async with running_daemon(world, db_url) as d:
+            assert (await get_json(d, "/readyz"))[0] == 200
+            # A frozen database, as the probe sees it: its query gets no answer.
+            lock = blocker.transaction()
+            await lock.start()
+            await blocker.execute("LOCK TABLE schema_migrations IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            status, body = await asyncio.wait_for(get_json(d, "/readyz"), 5.0)
+            took = time.monotonic() - started
+            assert took < 1.0, f"/readyz took {took:.2f} s"
+            assert status == 503
+            assert body["checks"]["database"] is False
+            assert body["checks"]["database_error"] == "TimeoutError"
+            await lock.rollback()
+            await eventually(lambda: _ready(d))
+    finally:
+        await blocker.close()
+
+
+async def _ready(d: Daemon) -> bool:
+    return (await get_json(d, "/readyz"))[0] == 200

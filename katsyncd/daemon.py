@@ -80,7 +80,7 @@ class RestartBackoff:
         if self._clock() - self._started >= self._healthy_after:
             self.failures = 0
         self.failures += 1
-        return min(self._cap, self._base * 2 ** min(self.failures, 4))
+        return min(self._cap, self._base * 2.0 ** min(self.failures, 4))
 
 
 class Daemon:

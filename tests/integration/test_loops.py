@@ -10,17 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
 
 import asyncpg
 import pytest
 
+from katsyncd.config import build_config
 from katsyncd.daemon import Daemon
 from katsyncd.sim.quirks import Quirks
-from katsyncd.sim.world import World
+from katsyncd.sim.world import World, free_port
 from tests.support.harness import (
+    FAST_RETRIES,
     converge,
     eventually,
     get_json,
+    make_config_data,
     running_daemon,
     start_world,
     stock_one_sku,
@@ -131,3 +137,49 @@ async def test_readyz_answers_within_a_second_when_the_database_does_not(
 
 async def _ready(d: Daemon) -> bool:
     return (await get_json(d, "/readyz"))[0] == 200
+
+
+@asynccontextmanager
+async def _daemon_with_state_dir(
+    world: World, db_url: str, state_dir: Path
+) -> AsyncIterator[Daemon]:
+    """``running_daemon`` with a ``database.state_dir`` (where the Katana window is kept)."""
+    data = make_config_data(world, db_url, free_port())
+    data["database"]["state_dir"] = str(state_dir)
+    daemon = Daemon(build_config(data, source="<test>"))
+    task = asyncio.create_task(daemon.run(install_signals=False))
+    await eventually(lambda: daemon.ready or task.done(), 30)
+    if task.done():
+        task.result()
+    try:
+        yield daemon
+    finally:
+        daemon.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_a_restart_does_not_spend_requests_the_account_no_longer_has(
+    db_url: str, tmp_path: Path
+) -> None:
+    world = await World.start(katana_rpm=60, bc_quota=1000, webhook_retry_delays=FAST_RETRIES)
+    try:
+        k = world.katana
+        stock = k.add_location("Main", is_primary=True)
+        k.add_product_variant("RST-1", in_stock={stock: 4})
+        world.add_store("main", ["RST-1"])
+        # The account's window is all but spent (other apps, earlier runs); it frees in 6 s.
+        k.spend_quota(59, seconds_ago=54.0)
+        async with _daemon_with_state_dir(world, db_url, tmp_path) as d:
+            # The first request takes the last one; Katana says 0 left: the limiter pauses.
+            await eventually(lambda: d.katana_limiter.snapshot()["paused_for_seconds"] > 0)
+        assert _katana_429s(world) == 0
+        async with _daemon_with_state_dir(world, db_url, tmp_path):  # restarted at once
+            await converge(world, limit=30)
+        assert _katana_429s(world) == 0
+    finally:
+        await world.stop()
+
+
+def _katana_429s(world: World) -> int:
+    k = world.katana
+    return k.request_count() - k.request_count(include_rate_limited=False)

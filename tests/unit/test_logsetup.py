@@ -62,7 +62,7 @@ def test_configured_logging_limits_repeats() -> None:
         log.info("poll_done")
         log.info("poll_done")
     finally:
-        logsetup.configure("info", "json", io.StringIO())
+        structlog.reset_defaults()
     events = [json.loads(line)["event"] for line in stream.getvalue().splitlines()]
     assert events == ["group_commit_failed", "poll_done", "poll_done"]
     assert LOG_REPEAT_SECONDS >= 1.0

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -141,11 +143,12 @@ async def _ready(d: Daemon) -> bool:
 
 @asynccontextmanager
 async def _daemon_with_state_dir(
-    world: World, db_url: str, state_dir: Path
+    world: World, db_url: str | None, state_dir: Path
 ) -> AsyncIterator[Daemon]:
-    """``running_daemon`` with a ``database.state_dir`` (where the Katana window is kept)."""
-    data = make_config_data(world, db_url, free_port())
-    data["database"]["state_dir"] = str(state_dir)
+    """``running_daemon`` with a ``database.state_dir`` (where the Katana window is kept;
+    with no ``db_url``, where the daemon's own embedded Postgres runs)."""
+    data = make_config_data(world, db_url or "", free_port())
+    data["database"] = {"state_dir": str(state_dir), **({"url": db_url} if db_url else {})}
     daemon = Daemon(build_config(data, source="<test>"))
     task = asyncio.create_task(daemon.run(install_signals=False))
     await eventually(lambda: daemon.ready or task.done(), 30)
@@ -183,3 +186,41 @@ async def test_a_restart_does_not_spend_requests_the_account_no_longer_has(
 def _katana_429s(world: World) -> int:
     k = world.katana
     return k.request_count() - k.request_count(include_rate_limited=False)
+
+
+def _server_processes(pgdata: Path) -> list[int]:
+    """The postmaster of the Postgres under ``pgdata`` and every process it started."""
+    postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    pids = [postmaster]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[1]) == postmaster:  # ppid
+                pids.append(int(stat.parent.name))
+    return pids
+
+
+async def test_readyz_answers_within_a_second_on_a_frozen_postgres(
+    world: World, tmp_path: Path
+) -> None:
+    """The daemon's own embedded Postgres (never the shared test server) stopped with
+    SIGSTOP: connections stay open, nothing answers."""
+    stock_one_sku(world, "FRZ-1", 1)
+    async with _daemon_with_state_dir(world, None, tmp_path) as d:
+        assert (await get_json(d, "/readyz"))[0] == 200
+        frozen = _server_processes(tmp_path / "pgdata")
+        assert len(frozen) > 1  # the postmaster and its backends
+        try:
+            for pid in frozen:
+                os.kill(pid, signal.SIGSTOP)
+            for _ in range(3):  # repeated probes too (the first ones' connections hang)
+                started = time.monotonic()
+                status, body = await asyncio.wait_for(get_json(d, "/readyz"), 5.0)
+                took = time.monotonic() - started
+                assert took < 1.0, f"/readyz took {took:.2f} s"
+                assert status == 503 and body["checks"]["database"] is False
+        finally:
+            for pid in frozen:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+        await eventually(lambda: _ready(d), limit=30)

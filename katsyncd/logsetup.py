@@ -24,8 +24,20 @@ def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[
 # write dozens a second (one per webhook refused, per loop retry…).
 LOG_REPEAT_SECONDS = 10.0
 LOG_REPEAT_LEVELS = frozenset({"warning", "error", "critical"})
-# What makes two log lines "the same event": the event name and whichever of these it names.
-LOG_REPEAT_KEY_FIELDS = ("store", "task", "kind", "endpoint")
+# What makes two log lines "the same event": the event name and whichever of these it names
+# (a line about one item, product or webhook object is never merged with one about another).
+LOG_REPEAT_KEY_FIELDS = (
+    "store",
+    "task",
+    "kind",
+    "endpoint",
+    "sku",
+    "item",
+    "product",
+    "product_id",
+    "object_id",
+    "href",
+)
 
 
 class RepeatLimiter:

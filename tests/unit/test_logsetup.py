@@ -47,6 +47,8 @@ def test_distinct_events_stores_and_info_lines_are_not_merged() -> None:
     assert _through(lim, event="store_write_failed", level="warning", store="a")
     assert _through(lim, event="store_write_failed", level="warning", store="b")
     assert _through(lim, event="flush_failed", level="warning")
+    assert _through(lim, event="store_item_rejected", level="warning", store="a", sku="X")
+    assert _through(lim, event="store_item_rejected", level="warning", store="a", sku="Y")
     assert _through(lim, event="store_write_failed", level="warning", store="a") is None
     for _ in range(5):
         assert _through(lim, event="poll_done", level="info")

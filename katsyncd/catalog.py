@@ -42,9 +42,21 @@ def diff_index(
 async def refresh_catalog(
     store: str, client: BigCommerceClient, db: Database, mark: MarkFn
 ) -> CatalogStats:
+    return await apply_catalog(store, await read_catalog(client), db, mark)
+
+
+async def read_catalog(client: BigCommerceClient) -> list[BcItem]:
+    """Every stock item of the store's catalogue (reads only: safe to abandon)."""
     fresh: list[BcItem] = []
     async for page in client.catalog_items():
         fresh.extend(page)
+    return fresh
+
+
+async def apply_catalog(
+    store: str, fresh: list[BcItem], db: Database, mark: MarkFn
+) -> CatalogStats:
+    """Store what changed in the index and mark the variants of new or re-SKU'd items."""
     current = await catalog.index(db.pool, store)
     changed, removed = diff_index(current, fresh)
     await catalog.update_index(db.pool, store, changed, removed)

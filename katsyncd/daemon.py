@@ -24,10 +24,12 @@ from katsyncd.db import Database
 from katsyncd.debounce import Debouncer
 from katsyncd.httpapp import HttpDeps, HttpServer, start_server
 from katsyncd.katana import KatanaClient, PageHook
+from katsyncd.katana_window import restore_katana_window, save_katana_window
 from katsyncd.metrics import Metrics
 from katsyncd.poller import Poller
 from katsyncd.ratelimit import KatanaLimiter
 from katsyncd.reconcile import ReconcileReport, ReconcileSchedule
+from katsyncd.restarts import RestartBackoff
 from katsyncd.status import Lifecycle, readiness
 from katsyncd.stores import StoreRuntime, check_location
 from katsyncd.waiting import wait_either, wait_stop
@@ -44,8 +46,6 @@ TRANSIENT_ERRORS = (
     OSError,
     TimeoutError,
 )
-LOOP_ERROR_BACKOFF_SECONDS = 2.0
-LOOP_ERROR_BACKOFF_CAP_SECONDS = 30.0
 # A reload's rule recompute that could not mark (Postgres down) is retried this often.
 RECOMPUTE_RETRY_SECONDS = 0.5
 RECOMPUTE_RETRY_CAP_SECONDS = 10.0
@@ -86,6 +86,7 @@ class Daemon:
             self._install_signals()
         async with connect_parts(self._config, metrics=self.metrics, rng=self.rng) as parts:
             self.parts = parts
+            restore_katana_window(parts.katana_limiter, self.config)
             loops = daemon_loops(parts, self.life, self.rng)
             try:
                 http = await self._start_http(parts, loops.status.document)
@@ -113,6 +114,7 @@ class Daemon:
                 self.life.ready = False
                 if self._http is not None:
                     await self._http.close()
+                save_katana_window(parts.katana_limiter, self.config)
         log.info("daemon_stopped")
 
     def _install_signals(self) -> None:
@@ -156,13 +158,16 @@ class Daemon:
         """Finish in-flight work within the shutdown bound, then cancel what is left.
 
         A writer waiting (on its limiter, or backing off after an error) is cancelled at once:
-        its backlog is durable. A writer with a request on the wire gets to finish it.
+        its backlog is durable. A writer with a request on the wire gets to finish it, and to
+        record its answer (cancelling the record would roll it back and resend the write after
+        a restart).
         """
         deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds
         pending = {t for t in self._tasks if not t.done()}
         while pending and time.monotonic() < deadline:
             for rt in parts.stores:
-                if rt.task in pending and rt.client.writes_in_flight == 0:
+                busy = rt.client.writes_in_flight > 0 or rt.writer.recording
+                if rt.task in pending and not busy:
                     rt.task.cancel()
             _, pending = await asyncio.wait(pending, timeout=0.1)
         for t in pending:
@@ -185,19 +190,16 @@ class Daemon:
         durable marks make that safe). Anything else is a bug: the daemon stops with a clear
         log line and systemd or Kubernetes restarts it.
         """
-        failures = 0
+        backoff = RestartBackoff()
         while True:
+            backoff.started()
             try:
                 await fn()
                 return
             except asyncio.CancelledError:
                 raise
             except TRANSIENT_ERRORS as exc:
-                failures += 1
-                delay = min(
-                    LOOP_ERROR_BACKOFF_CAP_SECONDS,
-                    LOOP_ERROR_BACKOFF_SECONDS * 2 ** min(failures, 4),
-                )
+                delay = backoff.failed()
                 log.warning(
                     "task_retrying", task=name, error=str(exc) or type(exc).__name__, retry_in=delay
                 )

@@ -122,15 +122,19 @@ class VariantFlushPolicy(FlushPolicy):
         chunks or a sweep started mid-burst is stale before it ends and is paid again; after
         the burst one read (usually a sweep) settles them all. Held at most twice a full
         sweep's duration at the configured rate (or ``max_delay`` if longer) after the oldest
-        mark. At start, flushes wait for every store's first catalog refresh (seconds): its
-        marks would otherwise arrive during the first read, which is usually a sweep behind a
-        gateway with few ids per request (the size is learned during that read), and cost a
-        second one.
+        mark. At start, flushes wait for every store's first catalog refresh (at most
+        ``max_delay`` after the oldest mark): its marks would otherwise arrive during the
+        first read, which is usually a sweep behind a gateway with few ids per request (the
+        size is learned during that read), and cost a second one.
 
         (Measured with ``python -m bench --scenario burst --array-filter-limit 20``, see
         docs/PERFORMANCE.md.)"""
+        oldest = deb.oldest_first_seen(deb.due(now=math.inf))
         if self._catalogs_pending():
-            return True  # a first catalog refresh is about to mark its SKUs: one read for all
+            # A first catalog refresh is about to mark its SKUs: one read for all. Bounded by
+            # max_delay after the oldest mark, so a store whose catalogue cannot be read (S9:
+            # failing from start-up) never holds the others' first levels longer than that.
+            return oldest is not None and deb.now() < oldest + deb.max_delay
         ids = max(1, self._katana.effective_ids_per_request)
         if ids >= max(1, KATANA_PAGE_ROWS // max(1, self._locations())):
             return False  # ids are not the bottleneck: the page-sized batching applies
@@ -139,7 +143,6 @@ class VariantFlushPolicy(FlushPolicy):
         if len(due) >= len(deb) or self._budget() >= max(cost, self._rate() / 2):
             return False  # the burst is over, or the budget holds the whole read
         sweep_seconds = pages * 60.0 / self._rate()
-        oldest = deb.oldest_first_seen(deb.due(now=math.inf))
         cap = max(deb.max_delay, 2 * sweep_seconds)
         return oldest is not None and deb.now() < oldest + cap
 

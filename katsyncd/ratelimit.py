@@ -106,6 +106,7 @@ class KatanaLimiter:
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
+        initial_tokens: float | None = None,
     ) -> None:
         if not 0.0 <= reserve_fraction < 1.0:
             raise ValueError(f"reserve_fraction must be in [0, 1), got {reserve_fraction}")
@@ -123,6 +124,13 @@ class KatanaLimiter:
         self._clamp_after_pause = False
         self._queues: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
         self._granted = 0
+        # Start state (a restart): with ``initial_tokens`` the bucket starts that low (the
+        # account's window may be nearly spent by the previous process) and the first
+        # X-Ratelimit-Remaining is adopted as the bucket, up or down; without, it starts full.
+        self._adopt_remaining = initial_tokens is not None
+        if initial_tokens is not None:
+            self._bucket.tokens = min(self._bucket.capacity, max(0.0, initial_tokens))
+        self._seen: tuple[int, float, int] | None = None  # remaining, reset (epoch s), granted
 
     # -- waiting -------------------------------------------------------------------------------
 
@@ -223,7 +231,14 @@ class KatanaLimiter:
             self._server_limit = limit
             self._bucket.resize(self._effective_rate())
         if remaining is not None:
+            if self._adopt_remaining:
+                self._adopt_remaining = False
+                # the answered request is one of those granted; the others may not be counted
+                others = max(0, self._granted - 1)
+                self._bucket.tokens = min(self._bucket.capacity, float(remaining - others))
             self._bucket.tokens = min(self._bucket.tokens, float(max(0, remaining)))
+            if reset is not None:
+                self._seen = (remaining, _reset_to_epoch_seconds(reset), self._granted)
             if remaining <= 0 and reset is not None:
                 self._pause_until_reset(now, reset)
 
@@ -232,6 +247,29 @@ class KatanaLimiter:
         wait = min(max(wait, 0.0), KATANA_WINDOW_SECONDS)
         self._paused_until = max(self._paused_until, now + wait)
         self._clamp_after_pause = True
+
+    def window_state(self) -> tuple[int, float] | None:
+        """What the server last said of its window, brought up to now: requests left (less
+        those granted since) and when it resets (epoch seconds); None if it never said. Kept
+        by the daemon across a restart (``restore``)."""
+        if self._seen is None:
+            return None
+        remaining, reset, granted = self._seen
+        if self._clock() < self._paused_until:
+            remaining = 0
+        return max(0, remaining - (self._granted - granted)), reset
+
+    def restore(self, remaining: int, reset: float) -> None:
+        """Start from a window state kept by the previous process (``window_state``): fewer
+        tokens than that, and a pause until the reset if nothing was left. A reset already
+        past says nothing any more."""
+        if _reset_to_epoch_seconds(reset) <= self._wall_clock():
+            return
+        now = self._clock()
+        self._bucket.refill(now)
+        self._bucket.tokens = min(self._bucket.tokens, float(max(0, remaining)))
+        if remaining <= 0:
+            self._pause_until_reset(now, reset)
 
     def pause_for(self, seconds: float) -> None:
         """Block every waiter for ``seconds`` (a 429's Retry-After); the bucket restarts empty."""

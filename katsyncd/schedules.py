@@ -8,14 +8,14 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 
 from katsyncd.bigcommerce import PRODUCTS_PATH, BcStoreError
-from katsyncd.catalog import refresh_catalog
+from katsyncd.catalog import apply_catalog, read_catalog
 from katsyncd.config import Config, ConfigDiff
 from katsyncd.db import Database
 from katsyncd.engine import Engine
@@ -46,6 +46,7 @@ from katsyncd.waiting import wait_either, wait_stop
 log = structlog.get_logger(__name__)
 
 ConfigSource = Callable[[], Config]
+_T = TypeVar("_T")
 MIRROR_WAIT_SECONDS = 0.2  # how often a loop waiting for the first polls looks again
 CATALOG_TICK_SECONDS = 1.0  # how often the catalogue loop looks for a store due
 CATALOG_RETRY_SECONDS = 30.0  # a failed catalogue read is retried this soon
@@ -146,7 +147,12 @@ class PollSchedule:
 
 
 class CatalogSchedule:
-    """Each store's BigCommerce catalogue re-read every ``sync.catalog_refresh_seconds``."""
+    """Each store's BigCommerce catalogue re-read every ``sync.catalog_refresh_seconds``.
+
+    Stores are independent (S9): each due store's refresh runs as its own task with its own
+    retry, so a store whose catalogue fails (and is retried by the client for a minute) never
+    delays another store's refresh, least of all its first one.
+    """
 
     def __init__(
         self,
@@ -164,18 +170,32 @@ class CatalogSchedule:
         self._ready = ready
 
     async def run(self, stop: asyncio.Event) -> None:
-        while not stop.is_set():
-            every = self._config().sync.catalog_refresh_seconds
-            for rt in self._stores:
-                last = rt.catalog_refreshed_at
-                if last is None or time.monotonic() - last >= every:
-                    await self._refresh(rt, stop)
-            await wait_stop(stop, CATALOG_TICK_SECONDS)
+        """Start a refresh for every due store that has none running; a stop lets the running
+        ones finish (the drain bounds them): a refresh cut between its index update and its
+        marks would leave new items unmarked until the next reconcile."""
+        running: dict[str, asyncio.Task[None]] = {}
+        async with asyncio.TaskGroup() as tg:
+            while not stop.is_set():
+                every = self._config().sync.catalog_refresh_seconds
+                for rt in self._stores:
+                    name = rt.config.name
+                    task = running.get(name)
+                    if task is not None and not task.done():
+                        continue
+                    last = rt.catalog_refreshed_at
+                    if last is None or time.monotonic() - last >= every:
+                        running[name] = tg.create_task(
+                            self._refresh(rt, stop), name=f"catalog:{name}"
+                        )
+                await wait_stop(stop, CATALOG_TICK_SECONDS)
 
     async def _refresh(self, rt: StoreRuntime, stop: asyncio.Event) -> None:
         await wait_mirror(self._ready, stop)
         try:
-            await refresh_catalog(rt.config.name, rt.client, self._db, self._mark)
+            fresh = await _unless_stopped(read_catalog(rt.client), stop)
+            if fresh is None:
+                return  # stopped while reading: nothing was written, the next start reads again
+            await apply_catalog(rt.config.name, fresh, self._db, self._mark)
             rt.catalog_refreshed_at = time.monotonic()
         except Exception as exc:
             if isinstance(exc, BcStoreError):
@@ -183,6 +203,21 @@ class CatalogSchedule:
             log.warning("catalog_refresh_failed", store=rt.config.name, error=str(exc))
             every = self._config().sync.catalog_refresh_seconds
             rt.catalog_refreshed_at = time.monotonic() - every + CATALOG_RETRY_SECONDS
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, _T], stop: asyncio.Event) -> _T | None:
+    """``work``'s result, or None if ``stop`` was set first (``work`` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    return None if task.cancelled() else task.result()
 
 
 class Reconciles:

@@ -48,6 +48,9 @@ from katsyncd.status import Lifecycle, StatusReporter
 from katsyncd.stores import StoreRegistry
 
 Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
+# Katana requests a fresh process may send before Katana has said what is left of the
+# account's window (the previous process may have spent it): then its X-Ratelimit-Remaining.
+KATANA_START_TOKENS = 1.0
 
 
 class ConfigRef:
@@ -111,7 +114,7 @@ def build(
     """Every component, from the config (no I/O: the pool is opened by the caller)."""
     cfg = config.get()
     k = cfg.katana
-    limiter = KatanaLimiter(k.requests_per_minute)
+    limiter = KatanaLimiter(k.requests_per_minute, initial_tokens=KATANA_START_TOKENS)
     katana = KatanaClient(
         session,
         k.base_url,

@@ -42,6 +42,7 @@ from katsyncd.waiting import wait_either
 log = structlog.get_logger(__name__)
 
 MAX_BATCH_ITEMS = 2000  # BigCommerce's limit for one absolute adjustment
+RECORD_GRACE_SECONDS = 5.0  # a cancelled writer still waits this long for its record
 IDLE_CHECK_SECONDS = 1.0  # backlog re-check even without a wake-up (held increases age)
 
 MarkFn = Callable[[Collection[int], str], Awaitable[None]]
@@ -140,6 +141,7 @@ class StoreWriter:
         self.last_error: str | None = None
         self.error_state: StoreErrorState | None = None
         self.retry_now = asyncio.Event()  # cuts an error backoff short (set on reload)
+        self.recording = False  # a write's answer is being recorded: the drain waits for it
         self.requests = 0
 
     @property
@@ -193,7 +195,7 @@ class StoreWriter:
         started = time.monotonic()
         outcome = await self.client.write_isolating(items, reason=f"katsyncd: {reason}")
         self.requests += len(outcome.transaction_ids) + len(outcome.rejected)
-        await self._record(to_write, outcome)
+        await self._record_through_cancel(to_write, outcome)
         self.last_push_at = time.time()
         self.last_error = None
         if outcome.transaction_ids:
@@ -258,6 +260,27 @@ class StoreWriter:
             log.info("oversell_guard_recheck", store=self.name, items=len(split.recheck))
         return split.write
 
+    async def _record_through_cancel(
+        self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome
+    ) -> None:
+        """Record a write BigCommerce has answered even if the writer is cancelled meanwhile
+        (a stop): a rolled-back record would send the write again after a restart. While
+        ``recording`` the drain does not cancel the writer; a cancellation that comes anyway
+        (the shutdown deadline) waits up to ``RECORD_GRACE_SECONDS`` for the commit, then goes
+        on."""
+        self.recording = True
+        record = asyncio.ensure_future(self._record(rows, outcome))
+        try:
+            await asyncio.shield(record)
+        except asyncio.CancelledError:
+            done, _ = await asyncio.wait({record}, timeout=RECORD_GRACE_SECONDS)
+            if not done:
+                log.warning("store_record_cut_short", store=self.name, items=len(rows))
+            record.add_done_callback(_retrieve)
+            raise
+        finally:
+            self.recording = False
+
     async def _record(self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome) -> None:
         old = {(r["item_key"], r["location_id"]): r for r in rows}
         await levels.record_pushes(self.db.pool, self.name, outcome, _prior(rows))
@@ -295,6 +318,13 @@ class StoreWriter:
         ]
         await levels.record_dry_run(self.db.pool, self.name, items, _prior(rows))
         log.info("store_dry_run", store=self.name, items=len(rows))
+
+
+def _retrieve(task: asyncio.Future[None]) -> None:
+    """Consume a finished record's outcome (it is logged by whoever awaited it, or lost with
+    a cancelled writer): no "exception was never retrieved" at exit."""
+    if not task.cancelled():
+        _ = task.exception()
 
 
 def _prior(rows: Sequence[asyncpg.Record]) -> dict[ItemAt, Prior]:

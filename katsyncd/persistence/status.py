@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,9 +75,30 @@ async def prune_push_log(pool: asyncpg.Pool, retention_days: int) -> None:
     await pool.execute(Q["prune_push_log"], retention_days)
 
 
-async def database_check(pool: asyncpg.Pool, acquire_seconds: float) -> list[int]:
-    """Postgres lends a connection within ``acquire_seconds`` and answers: the migrations not
-    applied yet (raises if not)."""
-    async with pool.acquire(timeout=acquire_seconds) as conn:
+async def database_check(pool: asyncpg.Pool, seconds: float) -> list[int]:
+    """Postgres lends a connection and answers within ``seconds`` in all: the migrations not
+    applied yet. Raises ``TimeoutError`` past the bound (a frozen server, a lock, a pool
+    exhausted by hung queries), whichever step hangs. The check runs as its own task and is
+    left to unwind in the background: giving a connection back to a frozen server can hang
+    too, and the probe must answer regardless."""
+    check = asyncio.ensure_future(_database_check(pool))
+    try:
+        done, _ = await asyncio.wait({check}, timeout=seconds)
+    finally:
+        if not check.done():
+            check.cancel()
+            check.add_done_callback(_retrieve)
+    if not done:
+        raise TimeoutError(f"database check over {seconds} s")
+    return check.result()
+
+
+async def _database_check(pool: asyncpg.Pool) -> list[int]:
+    async with pool.acquire() as conn:
         await conn.fetchval("SELECT 1")
         return await pending_migrations(conn)
+
+
+def _retrieve(task: asyncio.Future[list[int]]) -> None:
+    if not task.cancelled():
+        _ = task.exception()

@@ -285,6 +285,11 @@ class KatanaSim(KatanaState):
         """Forget the failures injected with :meth:`fail_next` / :meth:`garbage_next`."""
         self._api.faults.clear()
 
+    def spend_quota(self, n: int, seconds_ago: float) -> None:
+        """Put ``n`` requests made ``seconds_ago`` into the account's rate window, as another
+        client of the account (or katsyncd's previous process) would have."""
+        self._api.window.spend(n, seconds_ago)
+
     def request_count(self, path_prefix: str = "", *, include_rate_limited: bool = True) -> int:
         """How many API requests under ``path_prefix`` were answered (429s optional)."""
         return sum(

@@ -128,6 +128,11 @@ class RateWindow:
         self._hits.append(now)
         return True
 
+    def spend(self, n: int, seconds_ago: float) -> None:
+        """Record ``n`` hits made ``seconds_ago`` (kept in time order)."""
+        at = self._clock() - seconds_ago
+        self._hits = deque(sorted([*self._hits, *([at] * n)]))
+
     def retry_after(self, limit: int) -> int:
         """Whole seconds until the window has room again (at least 1)."""
         now = self._clock()

@@ -162,6 +162,8 @@ def test_sweep_waits_for_first_catalog_refreshes_even_with_plenty_budget() -> No
     assert cheap_reads.wait_for_more(deb, deb.due())  # whatever the read costs: one read for all
     refreshed = variant_policy(Sweep(cheaper_from=1000), PLENTY, catalogs_pending=False)
     assert not refreshed.wait_for_more(deb, deb.due())
+    clock.now = deb.max_delay  # a store whose catalogue cannot be read holds nobody longer (S9)
+    assert not policy.wait_for_more(deb, deb.due())
 
 
 def test_widen_takes_every_pending_variant_most_overdue_first_when_a_sweep_is_cheaper() -> None:

@@ -71,6 +71,13 @@ async def _rounds(ctx: Context, name: str, sig: int) -> list[Row]:
                 lost += wrong_pairs(world)
                 wrong = {k: v[:3] for k, v in world.wrong().items() if v}
                 ctx.say(name, f"still wrong (store: sku, has, Katana says): {wrong}")
+                st = await daemon.status()
+                pending = {k: v for k, v in st.items() if "pending" in k}
+                backlog = {s["name"]: s.get("backlog") for s in st.get("stores", [])}
+                ctx.say(name, f"/status: {pending}, backlog {backlog}")
+                ctx.results.note(
+                    name, f"round {i + 1} not converged: {wrong}; {pending}, backlog {backlog}"
+                )
             else:
                 rounds_converged += 1
                 converge_s.append(took)

@@ -12,7 +12,7 @@ import random
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -269,17 +269,3 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.ctx.pg.drop_database(self.db_url)
             self.db_url = None
-
-
-@contextlib.asynccontextmanager
-async def session(world: World, ctx: Context) -> Any:
-    try:
-        yield world
-    finally:
-        await world.stop()
-
-
-async def timed(coro: Awaitable[Any]) -> tuple[float, Any]:
-    started = time.monotonic()
-    result = await coro
-    return time.monotonic() - started, result

@@ -2,9 +2,8 @@
 daemon as a subprocess, the suite's own embedded Postgres stopped and frozen, the simulators
 in the suite's process) and the invariant rows hold.
 
-Rows in ``PENDING`` are invariants the issue asks for that this branch measures as broken
-while their fixes land on other branches (webhook hardening, shutdown record): they are
-reported by the suite, not asserted here. Empty the set once those fixes are merged.
+Every invariant row is asserted (``PENDING`` names rows measured as broken and not yet fixed;
+it is empty: the webhook hardening and the shutdown record fixes are in).
 """
 
 from __future__ import annotations
@@ -21,10 +20,7 @@ from faults.scenarios import SCENARIOS
 
 QUICK_TIMEOUT_SECONDS = 240  # the quick run takes ~90 s on 2 shared cores; CI machines vary
 
-PENDING = {
-    ("fuzzed webhooks", "5xx answers"),  # non-ASCII x-sha2-signature → 503 (webhook hardening)
-    ("SIGTERM", "repeated items"),  # a write in flight at SIGTERM is not recorded (shutdown record)
-}
+PENDING: set[tuple[str, str]] = set()
 
 
 @pytest.mark.e2e

@@ -14,7 +14,7 @@ import structlog
 from katsyncd.bigcommerce import BigCommerceClient
 from katsyncd.db import Database
 from katsyncd.models import BcItem
-from katsyncd.persistence import catalog, mirror
+from katsyncd.persistence import catalog
 
 log = structlog.get_logger(__name__)
 
@@ -59,12 +59,11 @@ async def apply_catalog(
     """Store what changed in the index and mark the variants of new or re-SKU'd items."""
     current = await catalog.index(db.pool, store)
     changed, removed = diff_index(current, fresh)
-    await catalog.update_index(db.pool, store, changed, removed)
-    skus = sorted({i.sku for i in changed if i.tracking != "none"})
-    if skus:
-        ids = await mirror.live_variant_ids_by_skus(db.pool, skus)
-        if ids:
-            await mark(ids, "catalog")
+    # Marked durably with the index change; ``mark`` again only times them (it bumps the
+    # marks' generation: at worst one more read).
+    ids = await catalog.update_index(db.pool, store, changed, removed, mark="catalog")
+    if ids:
+        await mark(ids, "catalog")
     stats = CatalogStats(
         len(fresh), len(changed), len(removed), sum(1 for i in fresh if i.tracking == "none")
     )

@@ -61,6 +61,11 @@ class StaleMarks:
         """Durably mark variants stale (polls, catalogue, reconcile, rules) and time them."""
         unique = sorted(set(ids))
         await stored.mark_variants(self._pool(), unique, reason)
+        self.time_variants(unique)
+
+    def time_variants(self, ids: Collection[int]) -> None:
+        """Time variants marked durably in the caller's own transaction (a mirror write)."""
+        unique = sorted(set(ids))
         self._metrics.debounce_marks.inc(len(unique))
         self.variants.mark(unique, settled=True)  # from a read of Katana: no quiet time needed
 
@@ -70,7 +75,11 @@ class StaleMarks:
         if not unique:
             return
         await stored.mark_sales_orders(self._pool(), unique, reason)
-        self.orders.mark(unique, settled=True)
+        self.time_sales_orders(unique)
+
+    def time_sales_orders(self, ids: Collection[int]) -> None:
+        """Time sales orders marked durably in the caller's own transaction (a mirror write)."""
+        self.orders.mark(sorted(set(ids)), settled=True)
 
     async def load(self) -> None:
         """At start: time the durable marks a previous run left, backdated by their age."""

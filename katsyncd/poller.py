@@ -44,6 +44,7 @@ POLL_KINDS = ("variants", "sales_orders", "sales_order_rows", "movements", "vari
 MIN_SWEEP_SPACING_SECONDS = 300.0
 
 MarkFn = Callable[[Collection[int], str], Awaitable[None]]
+TimeFn = Callable[[Collection[int]], None]
 PageCounter = Callable[[int, int | None], None]
 
 
@@ -66,6 +67,8 @@ class Poller:
         *,
         mark: MarkFn,
         mark_orders: MarkFn | None = None,
+        timed: TimeFn | None = None,
+        timed_orders: TimeFn | None = None,
     ) -> None:
         self.db = db
         self.katana = katana
@@ -73,6 +76,10 @@ class Poller:
         self.metrics = metrics
         self._mark = mark
         self._mark_orders = mark_orders
+        # Marks a mirror write already made durable (in its own transaction) are only timed;
+        # without these hooks (tests) they are marked again through mark / mark_orders.
+        self._timed = timed
+        self._timed_orders = timed_orders
         # Reads of orders or rows and their writes to the mirror happen under this lock, so a
         # write never replaces what a later read already wrote.
         self._orders_lock = asyncio.Lock()
@@ -82,6 +89,24 @@ class Poller:
 
     async def watermark(self, kind: str) -> datetime | None:
         return await watermarks.get(self.db.pool, kind)
+
+    async def _marked(self, ids: Collection[int], reason: str) -> None:
+        """Variants the mirror write that found them already marked durably: time them."""
+        if not ids:
+            return
+        if self._timed is not None:
+            self._timed(ids)
+        else:
+            await self._mark(ids, reason)
+
+    async def _marked_orders(self, ids: Collection[int], reason: str) -> None:
+        """Sales orders a mirror write already marked durably for resolving: time them."""
+        if not ids:
+            return
+        if self._timed_orders is not None:
+            self._timed_orders(ids)
+        elif self._mark_orders is not None:
+            await self._mark_orders(ids, reason)
 
     async def _set_watermark(self, kind: str, at: datetime) -> None:
         await watermarks.advance(self.db.pool, kind, at)
@@ -145,24 +170,11 @@ class Poller:
         products = [v for v in page if v.type == "product"]
         if not products:
             return 0
-        before = {
-            v.id: v.sku
-            for v in await mirror.variants_by_ids(self.db.pool, [v.id for v in products])
-        }
-        await mirror.upsert_variants(self.db.pool, products)
         if bootstrap:
+            await mirror.upsert_variants(self.db.pool, products)
             return 0  # the catalogue index marks what matches once both sides are known
-        skus = {v.sku for v in products if v.sku} | {s for s in before.values() if s}
-        changed = [
-            v
-            for v in products
-            if v.id not in before or before[v.id] != v.sku or v.deleted_at is not None
-        ]
-        if not changed:
-            return 0
-        ids = set(await mirror.live_variant_ids_by_skus(self.db.pool, skus))
-        ids |= {v.id for v in changed}
-        await self._mark(ids, "variant_changed")
+        ids = await mirror.apply_variants(self.db.pool, products, mark="variant_changed")
+        await self._marked(ids, "variant_changed")
         return len(ids)
 
     async def sweep_variants(self) -> int:
@@ -175,15 +187,13 @@ class Poller:
         ):
             await mirror.upsert_variants(self.db.pool, [v for v in page if v.type == "product"])
             seen.extend(v.id for v in page)
-        gone = await mirror.delete_absent_variants(self.db.pool, seen)
+        gone, ids = await mirror.retire_absent_variants(self.db.pool, seen, mark="variant_gone")
         expanded = await self.expand_product_marks(db_start)
         if not gone:
             return expanded
         skus = sorted({sku for _, sku in gone if sku})
-        ids = set(await mirror.live_variant_ids_by_skus(self.db.pool, skus))
-        ids |= {i for i, _ in gone}
         log.info("variants_gone", count=len(gone), skus=skus[:20])
-        await self._mark(ids, "variant_gone")
+        await self._marked(ids, "variant_gone")
         return len(ids) + expanded
 
     # ----- sales orders ----------------------------------------------------------------------
@@ -258,12 +268,13 @@ class Poller:
                     latest[r.id] = r
         if not latest:
             return 0, None
-        touched, unknown = await mirror.apply_row_changes(self.db.pool, list(latest.values()))
-        if touched:
-            await self._mark(touched, "sales_order_row")
-        if unknown and self._mark_orders is not None:
+        touched, unknown = await mirror.apply_row_changes(
+            self.db.pool, list(latest.values()), mark="sales_order_row"
+        )
+        await self._marked(touched, "sales_order_row")
+        if unknown:
             log.info("sales_order_rows_unknown_orders", orders=sorted(unknown)[:20])
-            await self._mark_orders(unknown, "sales_order_row")
+            await self._marked_orders(unknown, "sales_order_row")
         return len(touched), max(r.updated_at for r in latest.values())
 
     # ----- full re-read (reconcile) ----------------------------------------------------------
@@ -289,13 +300,14 @@ class Poller:
                 orders.update((o.id, o) for o in page)
         out.orders = len(orders)
         async with self._orders_lock:
-            touched = await mirror.replace_sales_orders(self.db.pool, list(orders.values()))
+            touched = await mirror.replace_sales_orders(
+                self.db.pool, list(orders.values()), mark="sales_orders_reread"
+            )
             since = started - WATERMARK_OVERLAP - CLOCK_SKEW_MARGIN
             quick = min(priority, Priority.POLL)  # short reads: do not hold the lock long
             marked, _ = await self._orders_since(since, quick, count)
             rows_marked, _ = await self._rows_since(since, quick, count)
-        if touched:
-            await self._mark(touched, "sales_orders_reread")
+        await self._marked(touched, "sales_orders_reread")
         out.marked = len(touched) + marked + rows_marked
         self._orders_bootstrapped = True
         for kind in ("sales_orders", "sales_order_rows"):
@@ -312,9 +324,10 @@ class Poller:
     async def _apply_orders(
         self, orders: list[SalesOrder], *, missing: Collection[int] = ()
     ) -> int:
-        touched = await mirror.apply_sales_orders(self.db.pool, orders, missing=missing)
-        if touched:
-            await self._mark(touched, "sales_order")
+        touched = await mirror.apply_sales_orders(
+            self.db.pool, orders, missing=missing, mark="sales_order"
+        )
+        await self._marked(touched, "sales_order")
         return len(touched)
 
     async def resolve_sales_orders(self, so_ids: Collection[int]) -> int:

@@ -134,7 +134,14 @@ def build(
     stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng)
     engine = Engine(db, katana, metrics, stores=stores.views)
     poller = Poller(
-        db, katana, engine, metrics, mark=marks.mark_variants, mark_orders=marks.mark_sales_orders
+        db,
+        katana,
+        engine,
+        metrics,
+        mark=marks.mark_variants,
+        mark_orders=marks.mark_sales_orders,
+        timed=marks.time_variants,
+        timed_orders=marks.time_sales_orders,
     )
     for sc in cfg.stores:
         _ = stores.add(sc)

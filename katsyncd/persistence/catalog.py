@@ -11,6 +11,8 @@ import asyncpg
 from katsyncd.db import Q
 from katsyncd.models import BcItem
 from katsyncd.persistence import Executor
+from katsyncd.persistence.mirror import live_variant_ids_by_skus
+from katsyncd.persistence.stale import mark_variants
 
 IndexEntry = tuple[str, str]  # (sku, tracking) of one item key
 
@@ -23,10 +25,18 @@ async def index(ex: Executor, store: str) -> dict[str, IndexEntry]:
 
 
 async def update_index(
-    pool: asyncpg.Pool, store: str, changed: Sequence[BcItem], removed: Collection[str]
-) -> None:
+    pool: asyncpg.Pool,
+    store: str,
+    changed: Sequence[BcItem],
+    removed: Collection[str],
+    *,
+    mark: str | None = None,
+) -> list[int]:
     """Upsert new or changed items and drop removed ones with their levels, in one
-    transaction."""
+    transaction. With a ``mark`` reason, the live Katana variants of the changed tracked
+    items' SKUs are marked stale in that transaction (a crash after it must not leave a new
+    item unmarked: the next refresh finds the index equal); returns them."""
+    ids: list[int] = []
     async with pool.acquire() as conn, conn.transaction():
         if changed:
             await conn.execute(
@@ -41,6 +51,11 @@ async def update_index(
         if removed:
             await conn.execute(Q["delete_bc_items"], store, list(removed))
             await conn.execute(Q["delete_item_levels"], store, list(removed))
+        skus = sorted({i.sku for i in changed if i.tracking != "none"})
+        if mark is not None and skus:
+            ids = await live_variant_ids_by_skus(conn, skus)
+            await mark_variants(conn, dict.fromkeys(ids, mark))
+    return ids
 
 
 async def tracked_items(

@@ -1,7 +1,11 @@
 """The Katana mirror: variants, sales orders and their rows, winners per SKU, commitments.
 
-Writes that compare with what is mirrored (sales orders, rows) run in one transaction each and
-return the variants whose commitments may differ; the caller marks them.
+Writes that compare with what is mirrored (variants, sales orders, rows) run in one transaction
+each and return the variants whose levels may differ; given a ``mark`` reason they also mark
+those variants stale in that transaction. They must: the next read of the same change finds the
+mirror already equal and marks nothing, so a crash between a committed mirror write and a
+separate mark would leave an item wrong with nothing pending (the kill -9 finding in
+docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncpg
 from katsyncd.db import Q
 from katsyncd.models import KatanaVariant, SalesOrder, SalesOrderRowChange
 from katsyncd.persistence import Conn, Executor
+from katsyncd.persistence.stale import mark_sales_orders, mark_variants
 from katsyncd.rules import CommitRow, pick_winner
 
 OrderSignature = tuple[
@@ -85,6 +90,30 @@ async def upsert_variants(ex: Executor, variants: Collection[KatanaVariant]) -> 
     )
 
 
+async def apply_variants(
+    pool: asyncpg.Pool, products: Collection[KatanaVariant], *, mark: str
+) -> set[int]:
+    """Mirror these product variants read by a poll and, in the same transaction, mark stale
+    every variant whose sync may differ: new ones, changed SKUs, deletions, and every live
+    variant of the SKUs involved (S8). Returns the variants marked."""
+    if not products:
+        return set()
+    async with pool.acquire() as conn, conn.transaction():
+        before = {v.id: v.sku for v in await variants_by_ids(conn, [v.id for v in products])}
+        await upsert_variants(conn, products)
+        changed = [
+            v
+            for v in products
+            if v.id not in before or before[v.id] != v.sku or v.deleted_at is not None
+        ]
+        if not changed:
+            return set()
+        skus = {v.sku for v in products if v.sku} | {s for s in before.values() if s}
+        ids = set(await live_variant_ids_by_skus(conn, skus)) | {v.id for v in changed}
+        await mark_variants(conn, dict.fromkeys(sorted(ids), mark))
+    return ids
+
+
 async def variants_by_ids(ex: Executor, ids: Collection[int]) -> list[KatanaVariant]:
     """The mirrored variants among ``ids`` (deleted ones included)."""
     return [variant_from_row(r) for r in await ex.fetch(Q["variants_by_ids"], list(ids))]
@@ -119,6 +148,22 @@ async def delete_absent_variants(
     ]
 
 
+async def retire_absent_variants(
+    pool: asyncpg.Pool, seen: Collection[int], *, mark: str
+) -> tuple[list[tuple[int, str | None]], set[int]]:
+    """``delete_absent_variants`` and, in the same transaction, mark stale the variants gone
+    and every live variant of their SKUs (the next winner, S8). Returns ((id, sku) gone,
+    variants marked)."""
+    async with pool.acquire() as conn, conn.transaction():
+        gone = await delete_absent_variants(conn, seen)
+        if not gone:
+            return gone, set()
+        skus = sorted({sku for _, sku in gone if sku})
+        ids = set(await live_variant_ids_by_skus(conn, skus)) | {i for i, _ in gone}
+        await mark_variants(conn, dict.fromkeys(sorted(ids), mark))
+    return gone, ids
+
+
 async def live_product_skus(ex: Executor) -> set[str]:
     """Every SKU a live Katana product variant carries (S6, S10)."""
     return {r["sku"] for r in await ex.fetch(Q["live_product_skus"])}
@@ -131,9 +176,14 @@ async def duplicate_live_skus(ex: Executor) -> dict[str, list[int]]:
 
 # ----- sales orders and rows ------------------------------------------------------------------
 async def apply_sales_orders(
-    pool: asyncpg.Pool, orders: Collection[SalesOrder], *, missing: Collection[int] = ()
+    pool: asyncpg.Pool,
+    orders: Collection[SalesOrder],
+    *,
+    missing: Collection[int] = (),
+    mark: str | None = None,
 ) -> set[int]:
-    """Refresh the sales-order mirror; returns the variants whose commitments may differ.
+    """Refresh the sales-order mirror; returns the variants whose commitments may differ
+    (marked stale with reason ``mark``, if given, in the same transaction).
 
     Orders identical to the mirror (a poll's overlap, a webhook for an edit that did not
     touch rows or status) change nothing and mark nothing. ``missing`` are orders Katana no
@@ -158,27 +208,36 @@ async def apply_sales_orders(
             await conn.execute(Q["delete_sales_orders"], gone)
         if changed:
             await _insert_orders(conn, changed)
-    touched.update(r.variant_id for o in changed for r in o.rows)
+        touched.update(r.variant_id for o in changed for r in o.rows)
+        if mark is not None:
+            await mark_variants(conn, dict.fromkeys(sorted(touched), mark))
     return touched
 
 
-async def replace_sales_orders(pool: asyncpg.Pool, orders: Collection[SalesOrder]) -> set[int]:
+async def replace_sales_orders(
+    pool: asyncpg.Pool, orders: Collection[SalesOrder], *, mark: str | None = None
+) -> set[int]:
     """Make the sales-order mirror exactly ``orders`` (a full re-read of the open orders),
-    in one transaction; returns the variants whose committed sums changed."""
+    in one transaction; returns the variants whose committed sums changed (marked stale with
+    reason ``mark``, if given, in that transaction)."""
     async with pool.acquire() as conn, conn.transaction():
         before = await _commit_sums(conn)
         await conn.execute(Q["delete_all_sales_orders"])  # rows go with them (cascade)
         if orders:
             await _insert_orders(conn, orders)
         after = await _commit_sums(conn)
-    return {v for v in before.keys() | after.keys() if before.get(v) != after.get(v)}
+        changed = {v for v in before.keys() | after.keys() if before.get(v) != after.get(v)}
+        if mark is not None:
+            await mark_variants(conn, dict.fromkeys(sorted(changed), mark))
+    return changed
 
 
 async def apply_row_changes(
-    pool: asyncpg.Pool, rows: Collection[SalesOrderRowChange]
+    pool: asyncpg.Pool, rows: Collection[SalesOrderRowChange], *, mark: str | None = None
 ) -> tuple[set[int], set[int]]:
     """Bring mirrored orders' rows in line with these (one transaction); returns (variants
-    whose committed stock may differ, orders not in the mirror that need resolving)."""
+    whose committed stock may differ, orders not in the mirror that need resolving), both
+    marked with reason ``mark``, if given, in that transaction."""
     so_ids = sorted({r.sales_order_id for r in rows})
     touched: set[int] = set()
     unknown: set[int] = set()
@@ -220,6 +279,9 @@ async def apply_row_changes(
                 [r.location_id for r in upserts],
                 [r.quantity for r in upserts],
             )
+        if mark is not None:
+            await mark_variants(conn, dict.fromkeys(sorted(touched), mark))
+            await mark_sales_orders(conn, dict.fromkeys(sorted(unknown), mark))
     return touched, unknown
 
 

@@ -394,17 +394,20 @@ class Poller:
         if since is None:
             await self._set_watermark("movements", start - BOOTSTRAP_SKEW)
             return 0
-        newest, ids = since, set()
+        newest, ids, seen = since, set(), {}
         async for page in self.katana.inventory_movements(
             updated_at_min=since - WATERMARK_OVERLAP, priority=Priority.POLL
         ):
             for m in page:
                 if m.id not in self._seen_movements and not self._already_read(m):
                     ids.add(m.variant_id)
-                self._seen_movements[m.id] = m.updated_at
+                seen[m.id] = m.updated_at
                 newest = max(newest, m.updated_at)
         if ids:
             await self._mark(ids, "inventory_movement")
+        # Only now are these movements "seen": a read cut after some pages (an error) must not
+        # make the next poll skip movements it never marked.
+        self._seen_movements.update(seen)
         self._forget_movements(newest - 2 * WATERMARK_OVERLAP)
         await self._set_watermark("movements", newest)
         return len(ids)

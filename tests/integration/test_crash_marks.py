@@ -21,7 +21,7 @@ import pytest
 from katsyncd.catalog import apply_catalog
 from katsyncd.db import Database
 from katsyncd.engine import Engine
-from katsyncd.katana import KatanaClient
+from katsyncd.katana import KatanaClient, KatanaError
 from katsyncd.metrics import Metrics
 from katsyncd.models import BcItem, KatanaVariant
 from katsyncd.persistence import marks as stored
@@ -44,7 +44,7 @@ class Rig:
     db: Database
     session: aiohttp.ClientSession
 
-    def poller(self, *, dies: bool) -> Poller:
+    def poller(self, *, dies: bool, page_size: int = 250) -> Poller:
         async def mark(ids: Collection[int], reason: str) -> None:
             if dies:
                 raise Killed(reason)
@@ -56,7 +56,11 @@ class Rig:
             await stored.mark_sales_orders(self.db.pool, ids, reason)
 
         katana = KatanaClient(
-            self.session, self.sim.base_url, self.sim.api_key, KatanaLimiter(6000)
+            self.session,
+            self.sim.base_url,
+            self.sim.api_key,
+            KatanaLimiter(6000),
+            page_size=page_size,
         )
         engine = Engine(self.db, katana, Metrics(), stores=list)
         return Poller(self.db, katana, engine, Metrics(), mark=mark, mark_orders=mark_orders)
@@ -180,6 +184,36 @@ async def test_catalogue_refresh_killed_after_index_write(rig: Rig) -> None:
     await apply_catalog("a", fresh, rig.db, marks)  # the restarted process's refresh
 
     assert 7 in await rig.marked()
+
+
+async def test_movements_poll_cut_mid_read_skips_nothing_next_time(rig: Rig) -> None:
+    """A movements poll whose read fails after its first page marks nothing and keeps its
+    watermark; the next poll (same process) must not treat that page's movements as seen."""
+    loc = rig.sim.add_location("Main")
+    v, w = (rig.sim.add_product_variant(s, in_stock={loc: 26}) for s in ("SKU-A", "SKU-B"))
+    await bootstrap(rig)
+    poller = rig.poller(dies=False, page_size=1)
+    await poller.poll("movements")  # the opening stock, within the first watermark's skew
+    await stored_clear(rig)
+    rig.sim.adjust_stock(v, loc, -2)
+    rig.sim.adjust_stock(w, loc, -2)  # newest first: w's movement is the first page
+    read = poller.katana.inventory_movements
+
+    def cut(**kwargs: object) -> AsyncIterator[list[object]]:
+        async def pages() -> AsyncIterator[list[object]]:
+            async for page in read(**kwargs):  # type: ignore[arg-type]
+                yield page
+                raise KatanaError("HTTP 503", status=503, endpoint="/inventory_movements")
+
+        return pages()
+
+    setattr(poller.katana, "inventory_movements", cut)  # noqa: B010
+    with pytest.raises(KatanaError):
+        await poller.poll("movements")
+    setattr(poller.katana, "inventory_movements", read)  # noqa: B010
+    await poller.poll("movements")
+
+    assert {v, w} <= await rig.marked()
 
 
 async def stored_clear(rig: Rig) -> None:

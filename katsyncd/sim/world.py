@@ -11,11 +11,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import structlog
+
 from katsyncd.sim.bigcommerce import BigCommerceSim, SimStore
 from katsyncd.sim.katana import KatanaSim
 from katsyncd.sim.quirks import Quirks
 
 WEBHOOK_TOKEN = "d3m0d3m0d3m0d3m0"
+STOP_TIMEOUT_SECONDS = 20.0
+_log = structlog.get_logger(__name__)
 KATANA_KEY = "sim-katana-key"
 
 
@@ -94,8 +98,14 @@ class World:
     quirks: Quirks = field(default_factory=Quirks)
 
     async def stop(self) -> None:
-        await self.katana.stop()
-        await self.bc.stop()
+        """Stop both simulators, each within ``STOP_TIMEOUT_SECONDS``: a teardown must not hang
+        on a connection a killed daemon left behind (seen once in a while after the kill -9
+        end-to-end test); a part that does not stop in time is logged and left."""
+        for name, stop in (("katana", self.katana.stop), ("bigcommerce", self.bc.stop)):
+            try:
+                await asyncio.wait_for(stop(), STOP_TIMEOUT_SECONDS)
+            except TimeoutError:
+                _log.warning("sim_stop_timed_out", simulator=name, seconds=STOP_TIMEOUT_SECONDS)
 
     def add_store(
         self,

@@ -10,6 +10,8 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 
+from katsyncd.waiting import wait_either
+
 
 class Debouncer:
     def __init__(
@@ -85,13 +87,5 @@ class Debouncer:
                 return True
             timeout = None if nxt is None else nxt - now
             self._changed.clear()
-            waiters = [
-                asyncio.ensure_future(self._changed.wait()),
-                asyncio.ensure_future(stop.wait()),
-            ]
-            try:
-                await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+            await wait_either(self._changed, stop, timeout)
         return False

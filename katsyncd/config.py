@@ -129,6 +129,7 @@ RESTART_REQUIRED_KEYS = (
     "server.shutdown_timeout_seconds",
     "server.header_timeout_seconds",
     "server.body_timeout_seconds",
+    "server.ui",
     "database.url",
     "database.state_dir",
     "database.pool_min_size",
@@ -346,6 +347,7 @@ class ServerConfig(_Frozen):
         default=DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, gt=0, lt=SHUTDOWN_TIMEOUT_LIMIT_SECONDS
     )
     status_token_file: SecretFilePath | None = None
+    ui: bool = False  # the status pages (/, /sku/{sku}, /pushes) on this listener
     header_timeout_seconds: float = Field(default=DEFAULT_HEADER_TIMEOUT_SECONDS, gt=0)
     body_timeout_seconds: float = Field(default=DEFAULT_BODY_TIMEOUT_SECONDS, gt=0)
 
@@ -541,9 +543,12 @@ class Config(_Frozen):
         listen = self.server.listen if listen is None else listen
         if is_loopback(listen) or self.server.status_token_value() is not None:
             return None
+        pages = (
+            "/status and the status pages (ui = true) show" if self.server.ui else "/status shows"
+        )
         return (
             "server.status_token_file: required when listen is not a loopback address "
-            "(/status shows business data): point it at a file holding a long random token, "
+            f"({pages} business data): point it at a file holding a long random token, "
             "or listen on 127.0.0.1"
         )
 

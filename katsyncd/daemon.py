@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 import structlog
+from aiohttp import web
 
 from katsyncd import logsetup, sdnotify
 from katsyncd.backoff import exponential
@@ -32,6 +33,7 @@ from katsyncd.reconcile import ReconcileReport, ReconcileSchedule
 from katsyncd.restarts import RestartBackoff
 from katsyncd.status import Lifecycle, readiness
 from katsyncd.stores import StoreRuntime, check_location
+from katsyncd.ui import web as ui_web
 from katsyncd.waiting import wait_either, wait_stop
 from katsyncd.wiring import ConfigRef, Parts, apply_katana_config, daemon_loops
 from katsyncd.wiring import connected as connect_parts
@@ -100,6 +102,7 @@ class Daemon:
                     listen=self.config.server.listen,
                     port=self.http_port,
                     stores=[s.name for s in self.config.stores],
+                    ui=self.config.server.ui,
                 )
                 await self._supervise(
                     parts,
@@ -225,6 +228,7 @@ class Daemon:
             max_body_bytes=lambda: config().server.max_body_bytes,
             status_token=lambda: config().server.status_token_value(),
             body_timeout_seconds=self.config.server.body_timeout_seconds,
+            pages=self._pages(parts, status),
         )
         server = self.config.server
         host, port = server.host_port
@@ -237,6 +241,15 @@ class Daemon:
         )
         self.http_port = self._http.port
         return self._http
+
+    def _pages(
+        self, parts: Parts, status: Callable[[], Awaitable[dict[str, Any]]]
+    ) -> Callable[[web.Application], None] | None:
+        """The status pages' routes, when ``[server] ui`` is on."""
+        if not self.config.server.ui:
+            return None
+        deps = ui_web.UiDeps(pool=lambda: parts.db.pool, status=status, config=self._config.get)
+        return functools.partial(ui_web.setup, deps=deps)
 
     # ----- reload ------------------------------------------------------------------------------
     async def _reload_loop(self, stop: asyncio.Event) -> None:

@@ -167,6 +167,7 @@ class Engine:
         variant_ids: Collection[int] = (),
     ) -> int:
         """Compute levels from inventory already read and record them with the mark clear."""
+        await mirror.record_inventory(self.db.pool, inventory)  # what explain shows
         commits = await mirror.commitments(self.db.pool, {v.id for v in winners.values()})
         stores = list(self._stores())
         wanted = desired_levels(winners, inventory, commits, items, stores)

@@ -14,6 +14,7 @@ or of its previous answer).
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -81,6 +82,8 @@ class HttpDeps:
     # The bearer token every path outside OPEN_PATHS needs (None: none configured; only
     # allowed on a loopback listener). A reload may rotate it.
     status_token: Callable[[], str | None] = lambda: None
+    # Registers more routes on the app (the status pages, when ``[server] ui`` is on).
+    pages: Callable[[web.Application], None] | None = None
 
 
 @dataclass
@@ -209,6 +212,8 @@ def build_app(deps: HttpDeps, middlewares: Iterable[Any] = ()) -> web.Applicatio
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status)
+    if deps.pages is not None:
+        deps.pages(app)
     return app
 
 
@@ -224,13 +229,39 @@ async def require_token(request: web.Request, handler: Handler) -> web.StreamRes
     token = request.app[DEPS_KEY].status_token()
     if token is None or request.path in OPEN_PATHS:
         return await handler(request)
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+    if authorized(request.headers.get("Authorization", ""), token):
         return await handler(request)
     log.info("http_unauthorized", path=request.path, remote=request.remote)
-    response = _problem(401, "this page needs Authorization: Bearer <server.status_token_file>")
+    response = _problem(
+        401,
+        "this page needs Authorization: Bearer <server.status_token_file> "
+        "(or, in a browser, any user name and that token as the password)",
+    )
     response.headers["WWW-Authenticate"] = 'Bearer realm="katsyncd"'
+    # Browsers cannot send a bearer token by themselves: they prompt for Basic credentials.
+    response.headers.add("WWW-Authenticate", 'Basic realm="katsyncd", charset="UTF-8"')
     return response
+
+
+def authorized(header: str, token: str) -> bool:
+    """``Authorization: Bearer <token>``, or ``Basic`` with any user name and the token as the
+    password (what a browser sends), compared in constant time."""
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() == "bearer":
+        secret = given.strip()
+    elif scheme.lower() == "basic":
+        secret = _basic_password(given.strip())
+    else:
+        return False
+    return hmac.compare_digest(secret.encode(), token.encode())
+
+
+def _basic_password(encoded: str) -> str:
+    try:
+        decoded = base64.b64decode(encoded, validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    return decoded.partition(":")[2]
 
 
 def _problem(status: int, message: str) -> web.Response:

@@ -846,6 +846,7 @@ def parse_sales_order(row: Mapping[str, Any]) -> SalesOrder:
         updated_at=parse_datetime(row["updated_at"]),
         deleted_at=parse_optional_datetime(row.get("deleted_at")),
         rows=tuple(parse_sales_order_row(r) for r in row.get("sales_order_rows") or ()),
+        order_no=_optional_str(row.get("order_no")),
     )
 
 

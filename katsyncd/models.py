@@ -64,6 +64,7 @@ class SalesOrder:
     updated_at: datetime
     deleted_at: datetime | None
     rows: tuple[SalesOrderRow, ...] = ()
+    order_no: str | None = None  # Katana's order number, shown by `katsyncd explain`
 
 
 @dataclass(frozen=True, slots=True)

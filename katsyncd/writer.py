@@ -329,7 +329,10 @@ def _retrieve(task: asyncio.Future[None]) -> None:
 
 def _prior(rows: Sequence[asyncpg.Record]) -> dict[ItemAt, Prior]:
     """Each backlog row's level as BigCommerce was last given it, and why it changed."""
-    return {(r["item_key"], r["location_id"]): Prior(r["pushed"], r["reason"]) for r in rows}
+    return {
+        (r["item_key"], r["location_id"]): Prior(r["pushed"], r["reason"], r["stale_since"])
+        for r in rows
+    }
 
 
 def _reason(rows: Sequence[asyncpg.Record]) -> str:

@@ -1,4 +1,4 @@
-"""The command line: ``katsyncd run|demo|check-config|migrate|reconcile|doctor|webhooks``.
+"""The command line: ``katsyncd run|demo|check-config|migrate|reconcile|doctor|explain|webhooks``.
 
 This package is the outermost layer: nothing in katsyncd imports it but ``katsyncd.__main__``
 (an import-linter contract in pyproject.toml keeps it so). ``main`` parses (``parser``), sets
@@ -70,6 +70,10 @@ def _dispatch(args: argparse.Namespace, cfg: Config, path: Path) -> int:
         from katsyncd.cli import doctor
 
         return asyncio.run(doctor.run_doctor_cli(cfg, args))
+    if args.command == "explain":
+        from katsyncd.cli import explain
+
+        return asyncio.run(explain.run_explain(cfg, args))
     if args.command == "webhooks":
         from katsyncd.cli import webhooks
 

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--url",
         help="public URL of /webhooks/katana to look for (default: [katana] webhook_url)",
     )
+    exp = command(sub, "explain", "why a SKU shows the level it shows, per store")
+    exp.add_argument("sku", help="the SKU, exactly as in Katana (case-sensitive)")
+    exp.add_argument("--store", help="only this store (default: every store)")
     wh = command(sub, "webhooks", "manage the Katana webhook subscription")
     whs = wh.add_subparsers(dest="webhooks_command", required=True)
     reg = command(whs, "register", "create or update katsyncd's subscription")

@@ -29,6 +29,7 @@ class Prior:
 
     quantity: int | None  # push_log.old_quantity
     reason: str  # push_log.reason
+    since: datetime | None = None  # push_log.stale_since: when the change was first seen
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,4 +196,5 @@ async def _log_pushes(
         [p.reason for p in before],
         [t for _, t, _ in entries],
         [o for _, _, o in entries],
+        [p.since for p in before],
     )

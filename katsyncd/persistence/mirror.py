@@ -11,7 +11,7 @@ docs/RELIABILITY.md).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 
 from katsyncd.db import Q
-from katsyncd.models import KatanaVariant, SalesOrder, SalesOrderRowChange
+from katsyncd.models import InventoryRow, KatanaVariant, SalesOrder, SalesOrderRowChange
 from katsyncd.persistence import Conn, Executor
 from katsyncd.persistence.stale import mark_sales_orders, mark_variants
 from katsyncd.rules import CommitRow, pick_winner
@@ -333,6 +333,7 @@ async def _insert_orders(conn: Conn, orders: Collection[SalesOrder]) -> None:
         [o.ecommerce_order_type is not None for o in os_],
         [o.updated_at for o in os_],
         [o.deleted_at for o in os_],
+        [o.order_no for o in os_],
     )
     rows = [(o.id, r) for o in os_ if o.deleted_at is None for r in o.rows]
     if rows:
@@ -343,4 +344,20 @@ async def _insert_orders(conn: Conn, orders: Collection[SalesOrder]) -> None:
             [r.variant_id for _, r in rows],
             [r.location_id for _, r in rows],
             [r.quantity for _, r in rows],
+        )
+
+
+# ----- the inventory each level was computed from (shown by `katsyncd explain`) ----------------
+async def record_inventory(pool: asyncpg.Pool, rows: Mapping[int, Sequence[InventoryRow]]) -> None:
+    """Replace what is recorded of these variants' stock per location with this read."""
+    if not rows:
+        return
+    flat = [r for v in rows.values() for r in v]
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(Q["forget_inventory"], list(rows))
+        await conn.execute(
+            Q["record_inventory"],
+            [r.variant_id for r in flat],
+            [r.location_id for r in flat],
+            [r.in_stock for r in flat],
         )

@@ -132,12 +132,13 @@ WHERE deleted_at IS NULL AND type = 'product' AND NOT (id = ANY($1::bigint[]))
 RETURNING id, sku
 
 -- name: upsert_sales_orders
-INSERT INTO katana_sales_order (id, status, location_id, from_channel, updated_at, deleted_at)
+INSERT INTO katana_sales_order (id, status, location_id, from_channel, updated_at, deleted_at,
+                                order_no)
 SELECT * FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bool[], $5::timestamptz[],
-                     $6::timestamptz[])
+                     $6::timestamptz[], $7::text[])
 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, location_id = EXCLUDED.location_id,
     from_channel = EXCLUDED.from_channel, updated_at = EXCLUDED.updated_at,
-    deleted_at = EXCLUDED.deleted_at
+    deleted_at = EXCLUDED.deleted_at, order_no = EXCLUDED.order_no
 
 -- name: so_row_variants
 SELECT DISTINCT variant_id FROM katana_so_row WHERE so_id = ANY($1::bigint[])
@@ -289,9 +290,9 @@ WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
 
 -- name: insert_push_log
 INSERT INTO push_log (store, sku, item_key, location_id, old_quantity, new_quantity, reason,
-                      transaction_id, outcome)
+                      transaction_id, outcome, stale_since)
 SELECT $1, * FROM unnest($2::text[], $3::text[], $4::int[], $5::int[], $6::int[], $7::text[],
-                         $8::text[], $9::text[])
+                         $8::text[], $9::text[], $10::timestamptz[])
 
 -- name: prune_push_log
 DELETE FROM push_log WHERE at < now() - make_interval(days => $1)
@@ -346,3 +347,104 @@ FROM unnest($2::text[], $3::int[], $4::int[]) AS t(item_key, location_id, q)
 WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
   AND l.pushed IS DISTINCT FROM t.q
   AND (l.pushed_at IS NULL OR l.pushed_at < $5)
+
+-- name: forget_inventory
+DELETE FROM katana_inventory WHERE variant_id = ANY($1::bigint[])
+
+-- name: record_inventory
+INSERT INTO katana_inventory (variant_id, location_id, in_stock, read_at)
+SELECT *, now() FROM unnest($1::bigint[], $2::bigint[], $3::numeric[])
+ON CONFLICT (variant_id, location_id) DO UPDATE SET in_stock = EXCLUDED.in_stock, read_at = now()
+
+-- ----- the status page and `katsyncd explain` (issue 13) ---------------------------------------
+-- name: variants_with_sku
+SELECT id, sku, type, created_at, updated_at, deleted_at, product_id FROM katana_variant
+WHERE sku = $1 ORDER BY created_at DESC, id DESC
+
+-- name: inventory_of_variant
+SELECT location_id, in_stock, read_at FROM katana_inventory WHERE variant_id = $1
+ORDER BY location_id
+
+-- name: order_rows_of_variant
+SELECT so.id AS so_id, so.order_no, r.variant_id,
+       COALESCE(r.location_id, so.location_id) AS location_id, r.quantity, so.status,
+       so.from_channel
+FROM katana_so_row r JOIN katana_sales_order so ON so.id = r.so_id
+WHERE r.variant_id = $1 AND so.deleted_at IS NULL
+ORDER BY so.id, r.row_id
+
+-- name: items_with_sku
+SELECT b.store, b.item_key, b.tracking, l.location_id, l.desired, l.desired_at, l.reason,
+       l.pushed, l.pushed_at, l.dry_run_recorded, l.failed_desired, l.failed_reason
+FROM bc_item b LEFT JOIN item_level l ON l.store = b.store AND l.item_key = b.item_key
+WHERE b.sku = $1 AND b.store = ANY($2::text[])
+ORDER BY b.store, b.item_key
+
+-- name: pushes_of_sku
+SELECT at, store, item_key, old_quantity, new_quantity, reason, outcome FROM push_log
+WHERE sku = $1 AND store = ANY($2::text[]) ORDER BY id DESC LIMIT $3
+
+-- name: push_page
+-- The audit log, newest first, filtered; keyset on id ($5: rows older than this id).
+SELECT id, at, store, sku, item_key, location_id, old_quantity, new_quantity, reason,
+       transaction_id, outcome, extract(epoch FROM at - stale_since)::float8 AS lag_seconds
+FROM push_log
+WHERE ($1::text IS NULL OR store = $1) AND ($2::text IS NULL OR sku = $2)
+  AND ($3::timestamptz IS NULL OR at >= $3) AND ($4::timestamptz IS NULL OR at < $4)
+  AND ($5::bigint IS NULL OR id < $5)
+ORDER BY id DESC LIMIT $6
+
+-- name: push_lag
+-- Per store over the last hour: event-to-push lag percentiles (pushes with a recorded stale
+-- mark) and how many levels were written in the last five minutes (the catch-up rate).
+SELECT store,
+       percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM at - stale_since))
+           FILTER (WHERE stale_since IS NOT NULL) AS p50,
+       percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM at - stale_since))
+           FILTER (WHERE stale_since IS NOT NULL) AS p99,
+       count(*) FILTER (WHERE at > now() - interval '5 minutes') AS recent
+FROM push_log
+WHERE at > now() - interval '1 hour' AND outcome <> 'rejected'
+GROUP BY store
+
+-- name: sku_agreement
+-- Per store: SKUs matched (a stock-tracked item carries them) and how many of them have every
+-- item at its desired level (pushed, or recorded for a dry-run store).
+WITH per AS (
+    SELECT b.store, b.sku,
+           bool_and(l.desired IS NOT NULL AND l.desired = l.pushed) AS pushed_ok,
+           bool_and(l.desired IS NOT NULL AND l.desired = l.dry_run_recorded) AS dry_ok
+    FROM bc_item b LEFT JOIN item_level l ON l.store = b.store AND l.item_key = b.item_key
+    WHERE b.tracking <> 'none'
+    GROUP BY b.store, b.sku
+)
+SELECT store, count(*) AS matched, count(*) FILTER (WHERE pushed_ok) AS right_pushed,
+       count(*) FILTER (WHERE dry_ok) AS right_dry_run
+FROM per GROUP BY store
+
+-- name: failed_items
+SELECT sku, item_key, failed_desired, failed_reason FROM item_level
+WHERE store = $1 AND failed_desired IS NOT NULL ORDER BY sku, item_key LIMIT $2
+
+-- name: unmatched_katana_page
+-- Live Katana product SKUs the store's catalogue lacks (S6), containing $2 (any case).
+SELECT DISTINCT v.sku FROM katana_variant v
+WHERE v.deleted_at IS NULL AND v.type = 'product' AND v.sku IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM bc_item b WHERE b.store = $1 AND b.sku = v.sku)
+  AND strpos(lower(v.sku), lower($2)) > 0
+ORDER BY v.sku LIMIT $3 OFFSET $4
+
+-- name: unmatched_bigcommerce_page
+-- SKUs of the store's stock-tracked items that no live Katana product variant carries.
+SELECT DISTINCT b.sku FROM bc_item b
+WHERE b.store = $1 AND b.tracking <> 'none'
+  AND NOT EXISTS (SELECT 1 FROM katana_variant v
+                  WHERE v.sku = b.sku AND v.deleted_at IS NULL AND v.type = 'product')
+  AND strpos(lower(b.sku), lower($2)) > 0
+ORDER BY b.sku LIMIT $3 OFFSET $4
+
+-- name: unmatched_bigcommerce_count
+SELECT count(DISTINCT b.sku) FROM bc_item b
+WHERE b.store = $1 AND b.tracking <> 'none'
+  AND NOT EXISTS (SELECT 1 FROM katana_variant v
+                  WHERE v.sku = b.sku AND v.deleted_at IS NULL AND v.type = 'product')

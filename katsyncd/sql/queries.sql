@@ -408,14 +408,16 @@ WHERE at > now() - interval '1 hour' AND outcome <> 'rejected'
 GROUP BY store
 
 -- name: sku_agreement
--- Per store: SKUs matched (a stock-tracked item carries them) and how many of them have every
--- item at its desired level (pushed, or recorded for a dry-run store).
+-- Per store: SKUs matched (a stock-tracked item and a live Katana product variant carry them)
+-- and how many of them have every item at its desired level (pushed; recorded in dry run).
 WITH per AS (
     SELECT b.store, b.sku,
            bool_and(l.desired IS NOT NULL AND l.desired = l.pushed) AS pushed_ok,
            bool_and(l.desired IS NOT NULL AND l.desired = l.dry_run_recorded) AS dry_ok
     FROM bc_item b LEFT JOIN item_level l ON l.store = b.store AND l.item_key = b.item_key
     WHERE b.tracking <> 'none'
+      AND EXISTS (SELECT 1 FROM katana_variant v
+                  WHERE v.sku = b.sku AND v.deleted_at IS NULL AND v.type = 'product')
     GROUP BY b.store, b.sku
 )
 SELECT store, count(*) AS matched, count(*) FILTER (WHERE pushed_ok) AS right_pushed,

@@ -253,9 +253,9 @@ def _order_counts(r: CommitRow, rules: LevelRules) -> tuple[bool, str]:
 def _level(stock: Decimal, committed: Decimal, rules: LevelRules) -> tuple[int, list[str]]:
     """The level, and each step of its computation (``rules.compute_level``)."""
     q = stock - committed - rules.buffer
-    steps = [f"in stock at counted locations: {stock:f}"]
+    steps = [f"in stock at counted locations: {qty(stock)}"]
     if rules.quantity == "in_stock_minus_committed":
-        steps.append(f"- committed by open sales orders: {committed:f}")
+        steps.append(f"- committed by open sales orders: {qty(committed)}")
     if rules.buffer:
         steps.append(f"- buffer: {rules.buffer}")
     if rules.max_quantity is not None:
@@ -288,3 +288,8 @@ def _item_state(it: ItemState) -> str:
     if it.desired is None:
         return "not computed yet"
     return "in sync" if it.desired == it.pushed else "pending"
+
+
+def qty(d: Decimal) -> str:
+    """A quantity as Katana shows it: ``10``, ``2.5`` (no exponent, no trailing zeros)."""
+    return f"{d.normalize():f}"

@@ -10,7 +10,7 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from katsyncd.ui.explain import Explanation, PushRow, StoreExplanation
+from katsyncd.ui.explain import Explanation, PushRow, StoreExplanation, qty
 
 
 def render(exp: Explanation, console: Console) -> None:
@@ -18,6 +18,8 @@ def render(exp: Explanation, console: Console) -> None:
     for note in exp.notes:
         console.print(Text(f"! {note}", style="yellow"))
     console.print(_variants(exp))
+    if exp.stock_read_at is not None:
+        console.print(Text(f"Stock as read from Katana at {_when(exp.stock_read_at)} UTC."))
     for store in exp.stores:
         console.print(_store(store))
     console.print(_pushes(exp.pushes))
@@ -51,6 +53,8 @@ def _store(s: StoreExplanation) -> RenderableType:
     head = Text.assemble(("Store ", "bold"), (s.name, "bold cyan"), f"  ({s.mode}, {s.quantity})")
     parts: list[RenderableType] = [head, _locations(s), _orders(s)]
     parts.append(Text("\n".join(s.steps) or "no level: no live winner", style="green"))
+    if s.level is not None:
+        parts.append(Text.assemble(f"Level for {s.name}: ", (str(s.level), "bold")))
     parts.append(_items(s))
     return Group(*parts)
 
@@ -58,16 +62,14 @@ def _store(s: StoreExplanation) -> RenderableType:
 def _locations(s: StoreExplanation) -> Table:
     t = _table("In stock per Katana location (S12)", "location", "in stock", "counts")
     for ln in s.locations:
-        _row(t, ln.location, f"{ln.in_stock:f}", "yes" if ln.counts else "no")
+        _row(t, ln.location, qty(ln.in_stock), "yes" if ln.counts else "no")
     return t
 
 
 def _orders(s: StoreExplanation) -> Table:
     t = _table("Sales-order rows (S4, S5)", "order", "status", "location", "qty", "counts", "why")
     for o in s.orders:
-        _row(
-            t, o.order, o.status, o.location, f"{o.quantity:f}", "yes" if o.counts else "no", o.why
-        )
+        _row(t, o.order, o.status, o.location, qty(o.quantity), "yes" if o.counts else "no", o.why)
     return t
 
 

@@ -30,7 +30,7 @@ from aiohttp import web
 from katsyncd.config import Config
 from katsyncd.persistence import ui as stored
 from katsyncd.ui import overview
-from katsyncd.ui.explain import explain
+from katsyncd.ui.explain import explain, qty
 from katsyncd.ui.reads import load_inputs
 
 log = structlog.get_logger(__name__)
@@ -88,6 +88,7 @@ def environment() -> jinja2.Environment:
     env.filters["sku_url"] = sku_url
     env.filters["duration"] = overview.duration
     env.filters["when"] = when
+    env.filters["qty"] = qty
     return env
 
 

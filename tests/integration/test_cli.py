@@ -99,6 +99,7 @@ COMMANDS = [
     ["webhooks", "register", "--url", "https://x.example/webhooks/katana"],
     ["webhooks", "list"],
     ["webhooks", "delete", "7"],
+    ["explain", "SKU-1", "--store", "main"],
 ]
 
 

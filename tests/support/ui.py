@@ -32,6 +32,8 @@ class UiWorld:
     s8_winner: int
     s8_loser: int
     s7_items: int  # items with the S7 SKU in "main"
+    s12: int  # the S12 variant (stock at both locations)
+    east_location: int
 
 
 def build_world(world: World) -> UiWorld:
@@ -59,7 +61,7 @@ def build_world(world: World) -> UiWorld:
         ["S12-A", "S8-A"],
         settings={"katana_locations": ["East"], "katana_sales_orders_count": False},
     )
-    return UiWorld(world, main, east_store, winner, loser, 3)
+    return UiWorld(world, main, east_store, winner, loser, 3, v, east)
 
 
 def ui_config(

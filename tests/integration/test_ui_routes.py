@@ -17,6 +17,7 @@ from katsyncd.config import ConfigError, load_config
 from katsyncd.daemon import Daemon
 from katsyncd.sim.world import World
 from katsyncd.ui.web import CSP
+from tests.support.cli_helpers import run_cli
 from tests.support.harness import converge, eventually
 from tests.support.ui import (
     TOKEN,
@@ -32,10 +33,14 @@ from tests.support.ui import (
 pytestmark = pytest.mark.timeout(90)
 
 
+def config_of(tmp: Path) -> Path:  # where the `ui` fixture writes its config
+    return tmp / "k.toml"
+
+
 @pytest.fixture
 async def ui(world: World, db_url: str, tmp_path: Path) -> AsyncIterator[tuple[UiWorld, Daemon]]:
     w = build_world(world)
-    async with running(ui_config(world, db_url, tmp_path / "k.toml"), subscribe=world) as d:
+    async with running(ui_config(world, db_url, config_of(tmp_path)), subscribe=world) as d:
         await converge(world, 30)
         await eventually(lambda: _settled(d), 30)
         yield w, d
@@ -227,3 +232,25 @@ def _section(html: str, store: str) -> str:
     return html.split(f'<section class="store-explain" data-store="{store}">')[1].split(
         "</section>"
     )[0]
+
+
+async def test_explain_cli_prints_the_same_explanation(
+    ui: tuple[UiWorld, Daemon],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "240")  # rich wraps at 80 columns when not on a terminal
+    config = str(config_of(tmp_path))
+    assert await run_cli(["explain", "S12-A", "--config", config, "--store", "east"]) == 0
+    out = capsys.readouterr().out
+    assert "Store east" in out and "Store main" not in out
+    assert "Level for east: 46" in out and "ignores such orders (S5)" in out and "SO-1" in out
+    assert "West     │ 10       │ no" in out
+    assert await run_cli(["--config", config, "explain", XSS_SKU]) == 0
+    out = capsys.readouterr().out
+    assert XSS_SKU in out and "= 2" in out  # main: 3 - buffer 1
+    assert await run_cli(["explain", "S7-A", "--config", config, "--store", "nope"]) == 2
+    assert "unknown store 'nope' (stores: main, east)" in capsys.readouterr().err
+    assert await run_cli(["explain", "NO-SUCH-SKU", "--config", config]) == 0
+    assert "No Katana variant carries this SKU" in capsys.readouterr().out

@@ -17,7 +17,7 @@ from katsyncd.httpapp import authorized
 from katsyncd.models import KatanaVariant
 from katsyncd.rules import CommitRow, LevelRules
 from katsyncd.ui import overview
-from katsyncd.ui.explain import Inputs, ItemState, OrderRow, StockAt, StoreInput, explain
+from katsyncd.ui.explain import Inputs, ItemState, OrderRow, StockAt, StoreInput, explain, qty
 from katsyncd.ui.terminal import render
 from katsyncd.ui.web import (
     CSP,
@@ -282,3 +282,7 @@ def test_durations() -> None:
         "10 min",
         "2.5 h",
     ]
+
+
+def test_quantities_print_as_katana_shows_them() -> None:
+    assert [qty(Decimal(x)) for x in ("1E+1", "60.00000", "2.50", "0")] == ["10", "60", "2.5", "0"]

@@ -60,12 +60,11 @@ async def run_demo(args: argparse.Namespace) -> int:
     world.katana.populate(args.products, locations=2, seed=7)
     build_world_stores(world, args.products)
     port = free_port()
-    cfg = build_config(
-        world.config_data(
-            port=port, database={"state_dir": str(state_dir)}, sync={"poll_interval_seconds": 15.0}
-        ),
-        source="<demo>",
+    data = world.config_data(
+        port=port, database={"state_dir": str(state_dir)}, sync={"poll_interval_seconds": 15.0}
     )
+    data["server"]["ui"] = True  # the status pages: the demo is the place to try them
+    cfg = build_config(data, source="<demo>")
     daemon = Daemon(cfg)
     world.subscribe(port, SUBSCRIBED_EVENTS)
     stop, events = asyncio.Event(), [0]
@@ -76,6 +75,11 @@ async def run_demo(args: argparse.Namespace) -> int:
         f"[bold]katsyncd demo[/]: embedded Postgres under {state_dir}; Katana sim "
         f"{world.katana_url}; BigCommerce sim {world.bc_url}; daemon on "
         f"127.0.0.1:{port} (/status, /metrics). Ctrl-C stops."
+    )
+    console.print(
+        f"[bold]Status page[/]: http://127.0.0.1:{port}/ (push history: /pushes, "
+        "one SKU: /sku/<SKU>)",
+        soft_wrap=True,
     )
     if quirks.pessimistic:
         console.print(f"simulators play the pessimistic readings: {quirks}")

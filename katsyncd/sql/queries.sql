@@ -429,24 +429,30 @@ SELECT sku, item_key, failed_desired, failed_reason FROM item_level
 WHERE store = $1 AND failed_desired IS NOT NULL ORDER BY sku, item_key LIMIT $2
 
 -- name: unmatched_katana_page
--- Live Katana product SKUs the store's catalogue lacks (S6), containing $2 (any case).
-SELECT DISTINCT v.sku FROM katana_variant v
-WHERE v.deleted_at IS NULL AND v.type = 'product' AND v.sku IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM bc_item b WHERE b.store = $1 AND b.sku = v.sku)
-  AND strpos(lower(v.sku), lower($2)) > 0
-ORDER BY v.sku LIMIT $3 OFFSET $4
+-- Live Katana product SKUs the store's catalogue lacks (S6), containing $2 (any case). EXCEPT
+-- (a hash set operation) stays linear whatever the planner's row estimates say.
+SELECT sku FROM (
+    SELECT sku FROM katana_variant
+    WHERE deleted_at IS NULL AND type = 'product' AND sku IS NOT NULL
+    EXCEPT
+    SELECT sku FROM bc_item WHERE store = $1
+) x
+WHERE strpos(lower(sku), lower($2)) > 0
+ORDER BY sku LIMIT $3 OFFSET $4
 
 -- name: unmatched_bigcommerce_page
 -- SKUs of the store's stock-tracked items that no live Katana product variant carries.
-SELECT DISTINCT b.sku FROM bc_item b
-WHERE b.store = $1 AND b.tracking <> 'none'
-  AND NOT EXISTS (SELECT 1 FROM katana_variant v
-                  WHERE v.sku = b.sku AND v.deleted_at IS NULL AND v.type = 'product')
-  AND strpos(lower(b.sku), lower($2)) > 0
-ORDER BY b.sku LIMIT $3 OFFSET $4
+SELECT sku FROM (
+    SELECT sku FROM bc_item WHERE store = $1 AND tracking <> 'none'
+    EXCEPT
+    SELECT sku FROM katana_variant WHERE deleted_at IS NULL AND type = 'product'
+) x
+WHERE strpos(lower(sku), lower($2)) > 0
+ORDER BY sku LIMIT $3 OFFSET $4
 
 -- name: unmatched_bigcommerce_count
-SELECT count(DISTINCT b.sku) FROM bc_item b
-WHERE b.store = $1 AND b.tracking <> 'none'
-  AND NOT EXISTS (SELECT 1 FROM katana_variant v
-                  WHERE v.sku = b.sku AND v.deleted_at IS NULL AND v.type = 'product')
+SELECT count(*) FROM (
+    SELECT sku FROM bc_item WHERE store = $1 AND tracking <> 'none'
+    EXCEPT
+    SELECT sku FROM katana_variant WHERE deleted_at IS NULL AND type = 'product'
+) x

@@ -65,13 +65,20 @@ def build(
     return Overview(
         version=str(doc.get("version", "")),
         ready=bool(doc.get("ready")),
-        stores=[card(s, figures.get(s["name"], StoreFigures())) for s in doc["stores"]],
+        stores=[
+            card(s, figures.get(s["name"], StoreFigures()), _to_read(doc)) for s in doc["stores"]
+        ],
         budget=doc["katana"]["budget"],
         last_poll=last,
         next_poll=None if last is None else last + timedelta(seconds=poll_interval),
-        stale_pending=int(doc["stale_variants_pending"]) + int(doc["stale_sales_orders_pending"]),
+        stale_pending=_to_read(doc),
         notes=_notes(doc),
     )
+
+
+def _to_read(doc: Mapping[str, Any]) -> int:
+    """Katana changes marked but not read yet (variants and sales orders)."""
+    return int(doc["stale_variants_pending"]) + int(doc["stale_sales_orders_pending"])
 
 
 def _last_poll(doc: Mapping[str, Any]) -> datetime | None:
@@ -92,8 +99,9 @@ def _notes(doc: Mapping[str, Any]) -> list[str]:
     return notes
 
 
-def card(s: Mapping[str, Any], f: StoreFigures) -> StoreCard:
-    state, headline, advice = _state(s, f)
+def card(s: Mapping[str, Any], f: StoreFigures, to_read: int = 0) -> StoreCard:
+    """One store's card; ``to_read``: Katana changes not read yet (they may move any store)."""
+    state, headline, advice = _state(s, f, to_read)
     return StoreCard(
         name=s["name"],
         state=state,
@@ -108,7 +116,7 @@ def card(s: Mapping[str, Any], f: StoreFigures) -> StoreCard:
     )
 
 
-def _state(s: Mapping[str, Any], f: StoreFigures) -> tuple[str, str, str | None]:
+def _state(s: Mapping[str, Any], f: StoreFigures, to_read: int) -> tuple[str, str, str | None]:
     """(state, headline, what to do) for one store."""
     if not s["stock_sync"]:
         return "off", "Sync is off for this store", "Set stock_sync = true to sync it."
@@ -119,6 +127,8 @@ def _state(s: Mapping[str, Any], f: StoreFigures) -> tuple[str, str, str | None]
         return "dry-run", "Dry run: levels are computed and recorded, nothing is written", None
     if s["backlog"]:
         return "catching-up", f"Catching up: {_estimate(s['backlog'], f)}", None
+    if to_read:
+        return "catching-up", f"Catching up: {to_read} Katana changes to read", None
     return "in-sync", "In sync", None
 
 

@@ -18,7 +18,7 @@ from katsyncd.daemon import Daemon
 from katsyncd.sim.world import World
 from katsyncd.ui.web import CSP
 from tests.support.cli_helpers import run_cli
-from tests.support.harness import converge, eventually
+from tests.support.harness import converge, eventually, settled
 from tests.support.ui import (
     TOKEN,
     XSS_SKU,
@@ -42,14 +42,8 @@ async def ui(world: World, db_url: str, tmp_path: Path) -> AsyncIterator[tuple[U
     w = build_world(world)
     async with running(ui_config(world, db_url, config_of(tmp_path)), subscribe=world) as d:
         await converge(world, 30)
-        await eventually(lambda: _settled(d), 30)
+        await eventually(lambda: settled(d), 30)
         yield w, d
-
-
-async def _settled(d: Daemon) -> bool:
-    return bool(
-        await d.db.pool.fetchval("SELECT count(*) = 0 FROM item_level WHERE desired <> pushed")
-    )
 
 
 async def fetch(
@@ -63,6 +57,12 @@ async def fetch(
 
 async def test_overview_shows_each_store_with_strict_headers(ui: tuple[UiWorld, Daemon]) -> None:
     _, d = ui
+
+    async def both_in_sync() -> bool:  # nothing to write, no Katana change left to read
+        html = (await fetch(d, "/"))[2]
+        return all(f'data-store="{s}" data-state="in-sync"' in html for s in ("main", "east"))
+
+    await eventually(both_in_sync, 30)
     status, headers, html = await fetch(d, "/")
     assert status == 200, html
     assert headers["Content-Security-Policy"] == CSP

@@ -286,3 +286,9 @@ def test_durations() -> None:
 
 def test_quantities_print_as_katana_shows_them() -> None:
     assert [qty(Decimal(x)) for x in ("1E+1", "60.00000", "2.50", "0")] == ["10", "60", "2.5", "0"]
+
+
+def test_changes_not_read_yet_mean_catching_up() -> None:
+    c = overview.card(status_store(), overview.StoreFigures(), to_read=34)
+    assert (c.state, c.headline) == ("catching-up", "Catching up: 34 Katana changes to read")
+    assert overview.card(status_store(stock_sync=False), overview.StoreFigures(), 34).state == "off"

@@ -1,7 +1,8 @@
 """The layer contracts of pyproject.toml ([tool.importlinter]) hold: ``lint-imports`` passes.
 
 Pure and quick (a static import graph, no database, no socket). The contracts: rules and
-models import no I/O library and nothing else of katsyncd; the API clients never import the
+models import no I/O library and nothing else of katsyncd; nor do the status pages' models
+(explanation, overview); the API clients never import the
 engine side; no component imports the daemon; nothing imports the CLI but ``__main__``; the
 simulators stand alone; no import cycle between sibling modules, lazy imports included.
 """

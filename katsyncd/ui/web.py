@@ -105,19 +105,38 @@ def when(at: datetime | str | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+UNAVAILABLE = (OSError, asyncpg.PostgresError, RuntimeError)
+
+
+def guarded(handler: Handler) -> Handler:
+    """A page whose data cannot be read (Postgres down, the pool closing) is a 503 page that
+    says so, not a bare 500; the live refresh keeps the last state, marked stale."""
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except UNAVAILABLE as exc:
+            log.warning("ui_page_unavailable", path=request.path, error=type(exc).__name__)
+            why = f"the database cannot be read right now ({type(exc).__name__}); retry shortly"
+            return _render(request, "error.html", 503, title="Unavailable", message=why)
+
+    return page
+
+
 def setup(app: web.Application, deps: UiDeps) -> None:
     """Register the pages on ``app`` (GET; aiohttp answers HEAD for each GET route)."""
     app[UI_KEY] = deps
     app[ENV_KEY] = environment()
     app.on_response_prepare.append(_security_headers)
-    app.router.add_get("/", overview_page)
-    app.router.add_get("/ui/live", live_fragment)
+    app.router.add_get("/", guarded(overview_page))
+    app.router.add_get("/ui/live", guarded(live_fragment))
     app.router.add_get("/ui/static/{name}", static)
-    app.router.add_get("/sku", sku_page)
-    app.router.add_get("/sku/{sku:.+}", sku_page)
-    app.router.add_get("/pushes", pushes_page)
-    app.router.add_get("/pushes.csv", pushes_csv)
-    app.router.add_get("/unmatched", unmatched_page)
+    app.router.add_get("/sku", guarded(sku_page))
+    app.router.add_get("/sku/{sku:.+}", guarded(sku_page))
+    app.router.add_get("/pushes", guarded(pushes_page))
+    app.router.add_get("/pushes.csv", guarded(pushes_csv))
+    app.router.add_get("/unmatched", guarded(unmatched_page))
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

@@ -21,10 +21,12 @@ from katsyncd.ui.explain import Inputs, ItemState, OrderRow, StockAt, StoreInput
 from katsyncd.ui.terminal import render
 from katsyncd.ui.web import (
     CSP,
+    ENV_KEY,
     BadRequest,
     _security_headers,
     csv_safe,
     environment,
+    guarded,
     push_filter,
     sku_url,
     unmatched_query,
@@ -292,3 +294,14 @@ def test_changes_not_read_yet_mean_catching_up() -> None:
     c = overview.card(status_store(), overview.StoreFigures(), to_read=34)
     assert (c.state, c.headline) == ("catching-up", "Catching up: 34 Katana changes to read")
     assert overview.card(status_store(stock_sync=False), overview.StoreFigures(), 34).state == "off"
+
+
+async def test_a_page_without_its_database_is_a_503_that_says_so() -> None:
+    async def down(request: web.Request) -> web.StreamResponse:
+        raise ConnectionRefusedError("no Postgres")
+
+    app = web.Application()
+    app[ENV_KEY] = environment()
+    response = await guarded(down)(make_mocked_request("GET", "/", app=app))
+    assert isinstance(response, web.Response) and response.status == 503
+    assert response.text is not None and "ConnectionRefusedError" in response.text

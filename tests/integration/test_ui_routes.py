@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import tomllib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import quote
@@ -18,7 +19,7 @@ from katsyncd.daemon import Daemon
 from katsyncd.sim.world import World
 from katsyncd.ui.web import CSP
 from tests.support.cli_helpers import run_cli
-from tests.support.harness import converge, eventually, settled
+from tests.support.harness import converge, eventually, settled, write_config
 from tests.support.ui import (
     TOKEN,
     XSS_SKU,
@@ -217,6 +218,25 @@ async def test_off_loopback_the_ui_needs_the_token(
         assert (await fetch(d, "/healthz"))[0] == 200
         _, _, page = await fetch(d, "/", basic(TOKEN))
         assert TOKEN not in page
+
+
+async def test_a_reload_that_drops_the_secret_is_refused(
+    world: World, db_url: str, tmp_path: Path
+) -> None:
+    build_world(world)
+    secret = token_file(tmp_path)
+    path = ui_config(
+        world, db_url, tmp_path / "k.toml", host="0.0.0.0", status_token_file=str(secret)
+    )
+    async with running(path) as d:
+        listen = d.config.server.listen
+        data = tomllib.loads(path.read_text())
+        data["server"] = {"listen": listen, "ui": True}  # the token file left out
+        write_config(path, data)
+        assert await d.reload() is False
+        assert any("status pages" in p for p in d.life.reload.problems)
+        assert (await fetch(d, "/"))[0] == 401  # the old config, token and all, still runs
+        assert (await fetch(d, "/", basic(TOKEN)))[0] == 200
 
 
 async def test_off_loopback_without_a_secret_the_ui_refuses_to_start(

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
+from markupsafe import escape
 from multidict import CIMultiDict
 
 from katsyncd.config import ConfigError, load_config
@@ -178,6 +179,26 @@ async def test_unmatched_both_sides_searchable(ui: tuple[UiWorld, Daemon]) -> No
     assert "<li>none</li>" in html
     status, _, html = await fetch(d, "/unmatched?store=nope")
     assert status == 400 and "not a configured store" in html
+
+
+async def test_items_bigcommerce_rejects_show_with_its_reason(ui: tuple[UiWorld, Daemon]) -> None:
+    w, d = ui
+    w.main.sim.reject_skus(["S8-A"])
+    w.world.katana.adjust_stock(w.s8_winner, w.east_location, 5)
+    w.world.katana.emit("current_inventory.product_updated", w.s8_winner)
+
+    async def failed_shown() -> bool:
+        return "Items BigCommerce rejected" in (await fetch(d, "/"))[2]
+
+    await eventually(failed_shown, 30)
+    html = (await fetch(d, "/"))[2]
+    card = html.split('data-store="main"')[1].split("</article>")[0]
+    assert "<dt>Failed items</dt><dd>1</dd>" in card
+    assert '<td><a href="/sku/S8-A">S8-A</a></td>' in card
+    reason = await d.db.pool.fetchval("SELECT failed_reason FROM item_level WHERE sku = 'S8-A'")
+    assert reason and str(escape(reason)) in card
+    sku = _section((await fetch(d, "/sku/S8-A"))[2], "main")
+    assert "failed: " in sku and 'data-level="11"' in sku  # 7 + 5 - buffer 1
 
 
 async def test_lag_is_recorded_per_push(ui: tuple[UiWorld, Daemon]) -> None:

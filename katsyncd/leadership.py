@@ -190,6 +190,12 @@ class Leadership:
                 await self._follow(stop)
 
     async def _keep(self) -> None:
+        wait = await self._keep_once()
+        if wait is not None:
+            await wait_stop(self.lost, wait)
+
+    async def _keep_once(self) -> float | None:
+        """Renew once; the seconds until the next attempt, or None if the term ended."""
         attempt = self.state.clock()
         term = self.state.term
         assert term is not None
@@ -199,15 +205,15 @@ class Leadership:
             log.warning("lease_renew_failed", error=str(exc) or type(exc).__name__)
             ok = None
         if self.state.term is not term:
-            return  # released meanwhile
+            return None  # released meanwhile
         if ok:
             self.state.renewed(attempt)
             self._metrics.leader_lease_age.set(self.state.clock() - term.acquired)
         elif ok is False or self.state.expired():
             self._step_down("lost" if ok is False else "expired")
-            return
-        wait = RETRY_SECONDS if ok is None else self.state.next_wake(attempt)
-        await wait_stop(self.lost, min(wait, self.state.next_wake(attempt)))
+            return None
+        wait = self.state.next_wake(attempt)
+        return wait if ok else min(RETRY_SECONDS, wait)
 
     async def _follow(self, stop: asyncio.Event) -> None:
         sent = self.state.clock()

@@ -276,7 +276,10 @@ class StoreWriter:
         return self._fence.guard()
 
     async def _record_through_cancel(
-        self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome, token: tuple[str, int] | None
+        self,
+        rows: Sequence[asyncpg.Record],
+        outcome: WriteOutcome,
+        token: tuple[str, int] | None = None,
     ) -> None:
         """Record a write BigCommerce has answered even if the writer is cancelled meanwhile
         (a stop): a rolled-back record would send the write again after a restart. While
@@ -297,7 +300,10 @@ class StoreWriter:
             self.recording = False
 
     async def _record(
-        self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome, token: tuple[str, int] | None
+        self,
+        rows: Sequence[asyncpg.Record],
+        outcome: WriteOutcome,
+        token: tuple[str, int] | None = None,
     ) -> None:
         old = {(r["item_key"], r["location_id"]): r for r in rows}
         await levels.record_pushes(self.db.pool, self.name, outcome, _prior(rows), fence=token)

@@ -3,7 +3,7 @@ step down, what a writer may start, and the marks notice a follower sends the le
 
 ``Leadership`` runs against an in-memory lease table with the SQL's semantics (acquire only
 when expired, renew only in the holder's epoch, on the table's clock); the SQL itself is tested
-against Postgres in tests/integration/test_leadership.py."""
+against Postgres in tests/integration/test_lease_pg.py."""
 
 from __future__ import annotations
 

@@ -53,6 +53,7 @@ Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
 # Katana requests a fresh process may send before Katana has said what is left of the
 # account's window (the previous process may have spent it): then its X-Ratelimit-Remaining.
 KATANA_START_TOKENS = 1.0
+REPLICA_HEADER = "X-Katsyncd-Replica"
 
 
 class ConfigRef:
@@ -192,12 +193,14 @@ async def connected(
 ) -> AsyncIterator[Parts]:
     """The parts with the database open (migrated) and an HTTP session; both closed after.
     ``replica``: this daemon's name in the leader lease (its connections and requests say it)."""
-    agent = f"katsyncd/{__version__}" + ("" if replica is None else f" (replica {replica})")
+    headers = {"User-Agent": f"katsyncd/{__version__}"}
+    if replica is not None:  # which replica sent a request (BigCommerce's and Katana's logs)
+        headers[REPLICA_HEADER] = replica
     db = database(config.get(), "katsyncd" if replica is None else f"katsyncd {replica}"[:63])
     await db.open()
     try:
         async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None), headers={"User-Agent": agent}
+            timeout=aiohttp.ClientTimeout(total=None), headers=headers
         ) as session:
             yield build(config, db, session, metrics, rng, replica)
     finally:

@@ -210,7 +210,7 @@ class Leadership:
             self.state.renewed(attempt)
             self._metrics.leader_lease_age.set(self.state.clock() - term.acquired)
         elif ok is False or self.state.expired():
-            self._step_down("lost" if ok is False else "expired")
+            self._step_down("taken" if ok is False else "expired")
             return None
         wait = self.state.next_wake(attempt)
         return wait if ok else min(RETRY_SECONDS, wait)
@@ -253,7 +253,7 @@ class Leadership:
         self.lost.set()
         self._metrics.leader.set(0)
         self._metrics.leader_lease_age.set(0)
-        self._metrics.leader_transitions.labels("lost").inc()
+        self._metrics.leader_transitions.labels(why).inc()
         log.error("leader_lost", holder=self.holder, epoch=epoch, why=why)
 
     async def release(self) -> None:

@@ -257,7 +257,8 @@ class Metrics:
         )
         self.leader_transitions = Counter(
             "katsyncd_leader_transitions",
-            "Leadership changes of this replica, by what happened (acquired, released, lost)",
+            "Leadership changes of this replica: acquired, released (a clean stop), expired "
+            "(renewals failed until the deadline) or taken (another replica holds the lease)",
             ["event"],
             registry=r,
         )

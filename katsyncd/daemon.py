@@ -42,6 +42,7 @@ log = structlog.get_logger(__name__)
 # A reload's rule recompute that could not mark (Postgres down) is retried this often.
 RECOMPUTE_RETRY_SECONDS = 0.5
 RECOMPUTE_RETRY_CAP_SECONDS = 10.0
+RELEASE_SECONDS = 2.0  # of the shutdown bound, kept for releasing the lease after the drain
 
 
 class Daemon:
@@ -198,7 +199,9 @@ class Daemon:
             if lead.lost.is_set():
                 sup.cancel_all()
             else:
-                await sup.drain(self.config.server.shutdown_timeout_seconds, _writer_idle(parts))
+                # Within the daemon's own drain, leaving time to hand the lease over.
+                bound = max(0.5, self.config.server.shutdown_timeout_seconds - RELEASE_SECONDS)
+                await sup.drain(bound, _writer_idle(parts))
         parts.marks.deactivate()
 
     def _on_notice(self, channel: str, payload: str) -> None:

@@ -122,10 +122,20 @@ class LeaseState:
 
 
 class Fence:
-    """What a writer holds while it writes: the term it writes under, cut at the deadline."""
+    """What a writer holds while it writes: the term it writes under, cut at the deadline
+    (which each renewal moves on: ``extend``)."""
 
     def __init__(self, state: LeaseState) -> None:
         self._state = state
+        self._writes: set[asyncio.Timeout] = set()
+
+    def extend(self) -> None:
+        """A renewal moved the deadline: so do the cut-offs of the writes on the wire."""
+        if not self._writes:
+            return
+        at = asyncio.get_running_loop().time() + self._state.seconds_left()
+        for cut in self._writes:
+            cut.reschedule(at)
 
     def token(self) -> tuple[str, int]:
         """(holder, epoch) of the current term, for the recording transaction's check."""
@@ -143,8 +153,12 @@ class Fence:
         if left < MIN_WRITE_SECONDS:
             raise LeaseLost(f"{left:.1f} s of the lease left: no write starts")
         try:
-            async with asyncio.timeout(left):
-                yield token
+            async with asyncio.timeout(left) as cut:
+                self._writes.add(cut)
+                try:
+                    yield token
+                finally:
+                    self._writes.discard(cut)
         except TimeoutError:
             if self._state.seconds_left() > 0:
                 raise  # the write's own timeout
@@ -174,6 +188,7 @@ class Leadership:
         self.leading = asyncio.Event()
         self.lost = asyncio.Event()
         self.wake = asyncio.Event()  # the lease was handed over: try at once
+        self._released = asyncio.Event()  # wakes the renewal wait at a release
         self.seen: LeaseRow | None = None  # the lease row as last read
         self._next_try = 0.0
 
@@ -192,7 +207,7 @@ class Leadership:
     async def _keep(self) -> None:
         wait = await self._keep_once()
         if wait is not None:
-            await wait_stop(self.lost, wait)
+            await wait_either(self.lost, self._released, wait)
 
     async def _keep_once(self) -> float | None:
         """Renew once; the seconds until the next attempt, or None if the term ended."""
@@ -208,6 +223,7 @@ class Leadership:
             return None  # released meanwhile
         if ok:
             self.state.renewed(attempt)
+            self.fence.extend()
             self._metrics.leader_lease_age.set(self.state.clock() - term.acquired)
         elif ok is False or self.state.expired():
             self._step_down("taken" if ok is False else "expired")
@@ -239,6 +255,7 @@ class Leadership:
     def _gain(self, epoch: int, sent: float) -> None:
         term = self.state.gained(epoch, sent)
         self.lost.clear()
+        self._released.clear()
         self.leading.set()
         self._metrics.leader.set(1)
         self._metrics.leader_epoch.set(epoch)
@@ -263,6 +280,7 @@ class Leadership:
             return
         self.state.ended()
         self.leading.clear()
+        self._released.set()
         self._metrics.leader.set(0)
         self._metrics.leader_lease_age.set(0)
         self._metrics.leader_transitions.labels("released").inc()

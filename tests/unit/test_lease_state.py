@@ -93,6 +93,19 @@ async def test_the_fence_cuts_a_write_at_the_deadline() -> None:
             await asyncio.Event().wait()  # a write that never answers
 
 
+async def test_a_renewal_during_a_write_moves_its_cut_off() -> None:
+    loop = asyncio.get_running_loop()
+    state = LeaseState("a", 10.0)
+    term = state.gained(2, sent_at=loop.time())
+    term.deadline = loop.time() + MIN_WRITE_SECONDS + 0.1
+    fence = Fence(state)
+    async with fence.guard() as token:
+        state.renewed(sent_at=loop.time())  # deadline now 8 s away
+        fence.extend()
+        await asyncio.sleep(MIN_WRITE_SECONDS + 0.3)  # a slow write, past the old deadline
+    assert token == ("a", 2)
+
+
 def state_fence(state: LeaseState) -> Fence:
     return Fence(state)
 

@@ -10,7 +10,7 @@ import random
 import signal
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -133,6 +133,57 @@ async def test_a_leader_cut_off_from_postgres_stops_writing_before_another_takes
     finally:
         await _drop_roles(admin, roles)
         await admin.close()
+
+
+async def test_postgres_unreachable_webhooks_503_the_lease_lapses_and_it_converges_after(
+    world: World, db_url: str, tmp_path: Path, pg_server_url: str
+) -> None:
+    """Both replicas lose Postgres (their roles locked out, their connections terminated) for
+    longer than the lease: webhooks are answered 503, the lease lapses, and once Postgres is
+    back a replica leads again with a new epoch; no process restarts."""
+    roles = [f"ha_{uuid.uuid4().hex[:8]}" for _ in range(2)]
+    admin = await asyncpg.connect(pg_server_url)
+    try:
+        for role in roles:
+            await admin.execute(f"CREATE ROLE {role} LOGIN SUPERUSER")
+        async with cluster(world, db_url, tmp_path, lease_seconds=4) as c:
+            replicas = [await c.start_replica(_as(db_url, role)) for role in roles]
+            await c.wait_leader()
+            held = await c.lease()
+            assert held is not None
+            await converge(world, 60)
+            stop = asyncio.Event()
+            load = asyncio.create_task(steady_load(world, random.Random(7), 10, stop))
+            for role in roles:
+                await admin.execute(f"ALTER ROLE {role} NOLOGIN")
+                await admin.fetch(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
+                    role,
+                )
+            await eventually(lambda: c.balancer.answers[503] > 0, 20)
+            await eventually(_lapsed(c), 20)
+            for role in roles:
+                await admin.execute(f"ALTER ROLE {role} LOGIN")
+            stop.set()
+            await load
+            await c.wait_leader(20)
+            again = await c.lease()
+            assert again is not None and again[1] > held[1]
+            await c.stable(60)
+            await converge(world, 60)
+            assert all(r.proc.proc is not None and r.proc.proc.poll() is None for r in replicas)
+            assert set(c.balancer.answers) <= {200, 503}
+            assert c.max_writes_in_flight() <= 1
+    finally:
+        await _drop_roles(admin, roles)
+        await admin.close()
+
+
+def _lapsed(c: Cluster) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return await c.lease() is None
+
+    return check
 
 
 async def test_a_follower_only_webhook_stream_reaches_the_leader_within_the_debounce(

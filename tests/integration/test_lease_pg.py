@@ -100,7 +100,7 @@ async def test_a_takeover_waits_for_a_recording_transaction_in_flight(pool: asyn
 
 async def test_two_replicas_one_leader_and_a_handover_by_notify(db_url: str) -> None:
     pools = [await asyncpg.create_pool(db_url, min_size=1, max_size=2) for _ in range(2)]
-    reps = [Leadership(lambda p=p: p, f"r{i}", 20.0, Metrics()) for i, p in enumerate(pools)]
+    reps = [Leadership(_getter(p), f"r{i}", 20.0, Metrics()) for i, p in enumerate(pools)]
     stops = [asyncio.Event(), asyncio.Event()]
     runs = [asyncio.create_task(r.run(s)) for r, s in zip(reps, stops, strict=True)]
     listeners, connected = [], [asyncio.Event(), asyncio.Event()]
@@ -126,6 +126,10 @@ async def test_two_replicas_one_leader_and_a_handover_by_notify(db_url: str) -> 
         await asyncio.wait_for(asyncio.gather(*runs, *listeners), 10)
         for p in pools:
             await p.close()
+
+
+def _getter(pool: asyncpg.Pool) -> Callable[[], asyncpg.Pool]:
+    return lambda: pool
 
 
 def _waker(r: Leadership) -> Callable[[str, str], None]:

@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from katsyncd import leadership
 from katsyncd.leadership import (
     MAX_PAYLOAD_BYTES,
     MIN_WRITE_SECONDS,
@@ -26,6 +25,7 @@ from katsyncd.leadership import (
     parse_marks,
 )
 from katsyncd.metrics import Metrics
+from katsyncd.persistence import lease as stored_lease
 from katsyncd.persistence.lease import LeaseRow
 from tests.support.clocks import JumpClock
 
@@ -87,7 +87,7 @@ async def test_the_fence_refuses_a_write_without_the_lease_or_too_close_to_its_e
 async def test_the_fence_cuts_a_write_at_the_deadline() -> None:
     state = LeaseState("a", 10.0)  # the real monotonic clock: asyncio.timeout runs on it
     term = state.gained(2, sent_at=asyncio.get_running_loop().time())
-    term.deadline = asyncio.get_running_loop().time() + MIN_WRITE_SECONDS + 0.05
+    term.deadline = asyncio.get_running_loop().time() + MIN_WRITE_SECONDS + 0.4
     with pytest.raises(LeaseLost, match="cut a write short"):
         async with state_fence(state).guard():
             await asyncio.Event().wait()  # a write that never answers
@@ -97,12 +97,12 @@ async def test_a_renewal_during_a_write_moves_its_cut_off() -> None:
     loop = asyncio.get_running_loop()
     state = LeaseState("a", 10.0)
     term = state.gained(2, sent_at=loop.time())
-    term.deadline = loop.time() + MIN_WRITE_SECONDS + 0.1
+    term.deadline = loop.time() + MIN_WRITE_SECONDS + 0.4
     fence = Fence(state)
     async with fence.guard() as token:
         state.renewed(sent_at=loop.time())  # deadline now 8 s away
         fence.extend()
-        await asyncio.sleep(MIN_WRITE_SECONDS + 0.3)  # a slow write, past the old deadline
+        await asyncio.sleep(MIN_WRITE_SECONDS + 0.5)  # a slow write, past the old deadline
     assert token == ("a", 2)
 
 
@@ -190,7 +190,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> tuple[JumpClock, FakeLease]:
     clock = JumpClock()
     fake = FakeLease(clock)
     for name in ("acquire", "renew", "read"):
-        monkeypatch.setattr(leadership.stored, name, getattr(fake, name))
+        monkeypatch.setattr(stored_lease, name, getattr(fake, name))
     return clock, fake
 
 

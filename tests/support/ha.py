@@ -102,12 +102,16 @@ class Cluster:
         self.ha = ha
         self.balancer = Balancer()
         self.replicas: list[Replica] = []
+        self.sync: dict[str, Any] = {}  # [sync] overrides for replicas started from now on
         self._n = 0
 
     async def start_replica(self, db_url: str | None = None, *, rotate: bool = True) -> Replica:
         port = free_port()
         data = make_config_data(
-            self.world, db_url or self.db_url, port, debounce_seconds=0.5, max_delay_seconds=2.0
+            self.world,
+            db_url or self.db_url,
+            port,
+            **{"debounce_seconds": 0.5, "max_delay_seconds": 2.0, **self.sync},
         )
         data["ha"] = self.ha
         self._n += 1

@@ -36,10 +36,11 @@ async def test_one_leads_one_follows_both_ready_and_the_follower_hands_work_over
 ) -> None:
     # No poll for an hour after the first ones and only the follower subscribed: a change
     # reaches the leader through the follower's NOTIFY, or not at all.
-    quiet = {"poll_interval_seconds": 3600.0}
-    async with running_daemon(world, db_url, subscribe=False, **quiet) as first:
+    async with running_daemon(
+        world, db_url, subscribe=False, poll_interval_seconds=3600.0
+    ) as first:
         await eventually(lambda: metric(first, "katsyncd_leader") == 1, 10)
-        async with running_daemon(world, db_url, **quiet) as second:
+        async with running_daemon(world, db_url, poll_interval_seconds=3600.0) as second:
             await converge(world)
             for d, role in ((first, "leader"), (second, "follower")):
                 code, doc = await get_json(d, "/status")

@@ -11,7 +11,9 @@ behind an in-process balancer, against the in-process simulators (the e2e tests'
 2. a simulated rolling update of a 2-replica Deployment (surge one, take one out of rotation,
    SIGTERM it; twice) under 25 Katana changes a second: the webhooks Katana got answered and
    how many were not 2xx, and how long each handover took;
-3. the Postgres load one idle follower adds: committed transactions a second on the database
+3. with the polls off and Katana's webhooks going to a follower only, the time from a Katana
+   change until BigCommerce is right (the marks reach the leader by NOTIFY);
+4. the Postgres load one idle follower adds: committed transactions a second on the database
    (``pg_stat_database.xact_commit``) with the leader alone and with one follower more.
 """
 
@@ -152,6 +154,31 @@ async def roll_one(c: Cluster, old: Replica) -> None:
         print(f"  follower SIGTERM: exit {code}")
 
 
+async def follower_latency(changes: int, tmp: Path) -> None:
+    world = await make_world()
+    (tmp / "latency").mkdir(exist_ok=True)
+    try:
+        async with fresh_database() as url, cluster(world, url, tmp / "latency") as c:
+            c.sync = {"poll_interval_seconds": 3600.0}  # webhooks only after the first polls
+            leader = await c.start_replica()
+            await c.wait_leader()
+            await c.start_replica()
+            await converge(world, 60)
+            c.out_of_rotation(leader)  # Katana reaches only the follower
+            rng, took = random.Random(8), []
+            for _ in range(changes):
+                world.katana.random_activity(rng)
+                start = time.monotonic()
+                await converge(world, 30)
+                took.append(time.monotonic() - start)
+            print(
+                "Katana change → BigCommerce right, webhooks to the follower only (debounce "
+                f"0.5 s, max delay 2 s, no polls): {spread(took)}"
+            )
+    finally:
+        await world.stop()
+
+
 async def xacts(url: str) -> int:
     conn = await asyncpg.connect(url)
     try:
@@ -197,6 +224,7 @@ async def run(rounds: int, idle: float) -> None:
         print(f"katsyncd HA figures ({sys.platform}, {os.cpu_count()} CPUs)")
         await failover(rounds, tmp)
         await rolling_update(tmp)
+        await follower_latency(10, tmp)
         await follower_load(idle, tmp)
 
 

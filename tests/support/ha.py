@@ -51,10 +51,10 @@ class Balancer:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15))
 
     async def stop(self) -> None:
+        if self._runner is not None:  # first: no request may arrive once the session is gone
+            await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
 
     @property
     def non_2xx(self) -> int:
@@ -90,7 +90,8 @@ class Replica:
         return self.proc.proc.pid
 
     def agent_tag(self) -> str:
-        """What this replica's User-Agent carries (its lease holder name includes the pid)."""
+        """What this replica's requests carry (its name in the lease and its X-Katsyncd-Replica
+        header include the pid)."""
         return f"-{self.pid}-"
 
 

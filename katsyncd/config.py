@@ -51,6 +51,7 @@ __all__ = [
     "ConfigDiff",
     "ConfigError",
     "DatabaseConfig",
+    "HaConfig",
     "KatanaConfig",
     "LogConfig",
     "SecretFile",
@@ -118,6 +119,8 @@ DEFAULT_BC_LOCATION_ID = 1
 DEFAULT_BUFFER_UNITS = 0
 DEFAULT_INCREASE_DELAY_SECONDS = 60.0
 DEFAULT_WRITE_TIMEOUT_SECONDS = 30.0
+# The leader lease: renewed every third of it; a dead leader is replaced within about this.
+DEFAULT_LEASE_SECONDS = 10.0
 
 # --- What diff_config looks at ---------------------------------------------------------------
 
@@ -134,6 +137,7 @@ RESTART_REQUIRED_KEYS = (
     "database.state_dir",
     "database.pool_min_size",
     "database.pool_max_size",
+    "ha.lease_seconds",
 )
 # Store settings that change the level computed for a variant: a change means "re-sync all".
 RULE_KEYS = (
@@ -452,6 +456,12 @@ class SyncConfig(_Frozen):
         return self
 
 
+class HaConfig(_Frozen):
+    """``[ha]``: the leader lease that lets several replicas share one database."""
+
+    lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, ge=3, le=300)
+
+
 class LogConfig(_Frozen):
     """``[log]``: level and format (``auto``: JSON when stderr is not a TTY)."""
 
@@ -502,6 +512,7 @@ class Config(_Frozen):
     katana: KatanaConfig
     sync: SyncConfig = SyncConfig()
     log: LogConfig = LogConfig()
+    ha: HaConfig = HaConfig()
     stores: tuple[StoreConfig, ...] = ()
 
     @model_validator(mode="after")
@@ -722,6 +733,7 @@ _SECTION_MODELS: dict[tuple[str, ...], type[BaseModel]] = {
     ("katana",): KatanaConfig,
     ("sync",): SyncConfig,
     ("log",): LogConfig,
+    ("ha",): HaConfig,
     ("stores",): StoreConfig,
 }
 

@@ -14,7 +14,6 @@ from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import structlog
 from aiohttp import web
 
@@ -26,13 +25,15 @@ from katsyncd.debounce import Debouncer
 from katsyncd.httpapp import HttpDeps, HttpServer, start_server
 from katsyncd.katana import KatanaClient, PageHook
 from katsyncd.katana_window import restore_katana_window, save_katana_window
+from katsyncd.leadership import Notifications, parse_marks, replica_id
 from katsyncd.metrics import Metrics
+from katsyncd.persistence.lease import LEASE_CHANNEL
 from katsyncd.poller import Poller
 from katsyncd.ratelimit import KatanaLimiter
 from katsyncd.reconcile import ReconcileReport, ReconcileSchedule
-from katsyncd.restarts import RestartBackoff
 from katsyncd.status import Lifecycle, readiness
-from katsyncd.stores import StoreRuntime, check_location
+from katsyncd.stores import StoreRegistry, StoreRuntime, check_location, no_spawn
+from katsyncd.supervise import TRANSIENT_ERRORS, Supervisor
 from katsyncd.ui import web as ui_web
 from katsyncd.waiting import wait_either, wait_stop
 from katsyncd.wiring import ConfigRef, Parts, apply_katana_config, daemon_loops
@@ -40,17 +41,10 @@ from katsyncd.wiring import connected as connect_parts
 
 log = structlog.get_logger(__name__)
 
-# Infrastructure errors a loop survives (Postgres restarting, a network blip).
-TRANSIENT_ERRORS = (
-    asyncpg.PostgresError,
-    asyncpg.InterfaceError,
-    asyncpg.InternalClientError,  # a connection terminated mid-statement (Postgres restart)
-    OSError,
-    TimeoutError,
-)
 # A reload's rule recompute that could not mark (Postgres down) is retried this often.
 RECOMPUTE_RETRY_SECONDS = 0.5
 RECOMPUTE_RETRY_CAP_SECONDS = 10.0
+RELEASE_SECONDS = 2.0  # of the shutdown bound, kept for releasing the lease after the drain
 
 
 class Daemon:
@@ -74,8 +68,9 @@ class Daemon:
         self.parts: Parts | None = None
         self.http_port: int | None = None
         self._http: HttpServer | None = None
-        self._tg: asyncio.TaskGroup | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._always: Supervisor | None = None
+        self._reload_marks = asyncio.Event()  # the leader re-times every durable mark
+        self.replica = replica_id()
 
     # ----- lifecycle ---------------------------------------------------------------------------
     async def run(self, *, install_signals: bool = True) -> None:
@@ -86,13 +81,15 @@ class Daemon:
             raise ConfigError([problem])
         if install_signals:
             self._install_signals()
-        async with connect_parts(self._config, metrics=self.metrics, rng=self.rng) as parts:
+        async with connect_parts(
+            self._config, metrics=self.metrics, rng=self.rng, replica=self.replica
+        ) as parts:
             self.parts = parts
+            parts.marks.deactivate()  # a follower until the lease says otherwise
             restore_katana_window(parts.katana_limiter, self.config)
             loops = daemon_loops(parts, self.life, self.rng)
             try:
                 http = await self._start_http(parts, loops.status.document)
-                await parts.marks.load()
                 self.life.ready = True
                 self.metrics.config_reload_ok.set(1)
                 self.metrics.config_reload_ts.set(time.time())
@@ -103,15 +100,17 @@ class Daemon:
                     port=self.http_port,
                     stores=[s.name for s in self.config.stores],
                     ui=self.config.server.ui,
+                    replica=self.replica,
                 )
                 await self._supervise(
                     parts,
                     [
-                        *loops.loops,
+                        *loops.always,
                         ("reload", self._reload_loop),
                         ("rules-recompute", self._recompute_loop),
                         ("http-guard", http.guard),
                     ],
+                    [*loops.leading, ("marks-reload", self._marks_reload_loop)],
                 )
             finally:
                 self.life.ready = False
@@ -140,79 +139,106 @@ class Daemon:
         self.stop_event.set()
 
     async def _supervise(
-        self, parts: Parts, loops: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]]
+        self,
+        parts: Parts,
+        always: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]],
+        leading: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]],
     ) -> None:
+        """Every replica's loops for the whole run; the leader's loops once per term."""
         stop = self.stop_event
         async with asyncio.TaskGroup() as tg:
-            self._tg = tg
-            parts.stores.spawn = self._spawn
-            for name, loop in loops:
-                _ = self._spawn(name, functools.partial(loop, stop))
+            sup = Supervisor(tg, stop, self.request_stop)
+            self._always = sup
+            for name, loop in always:
+                _ = sup.spawn(name, functools.partial(loop, stop))
+            _ = sup.spawn("leadership", functools.partial(self._leader_terms, parts, leading))
+            await stop.wait()
+            await sup.drain(self.config.server.shutdown_timeout_seconds)
+        self._always = None
+
+    async def _leader_terms(
+        self, parts: Parts, leading: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]]
+    ) -> None:
+        """Run the lease (and, each time this replica leads, the leader work) until stopped;
+        a clean stop drains the leader work, then hands the lease over."""
+        lead = parts.leadership
+        assert lead is not None
+        listener = Notifications(lambda: parts.db.url or "", self._on_notice, self._on_listening)
+        async with asyncio.TaskGroup() as tg:
+            _ = tg.create_task(lead.run(self.stop_event), name="lease")
+            _ = tg.create_task(listener.run(self.stop_event), name="listen")
+            while not self.stop_event.is_set():
+                await wait_either(self.stop_event, lead.leading, None)
+                if lead.leading.is_set():
+                    await self._term(parts, leading)
+            await lead.release()
+
+    async def _term(
+        self, parts: Parts, leading: list[tuple[str, Callable[[asyncio.Event], Awaitable[None]]]]
+    ) -> None:
+        """One leadership term: the durable marks timed, the leader loops and store writers
+        running until the lease is lost (stopped at once) or the daemon stops (drained)."""
+        lead, term_stop = parts.leadership, asyncio.Event()
+        assert lead is not None
+        try:
+            await parts.marks.activate()
+        except TRANSIENT_ERRORS as exc:  # Postgres went away: the lease lapses, or we retry
+            log.warning("leader_start_failed", error=str(exc) or type(exc).__name__)
+            await wait_either(self.stop_event, lead.lost, RECOMPUTE_RETRY_SECONDS)
+            return
+        async with asyncio.TaskGroup() as tg:
+            sup = Supervisor(tg, term_stop, self.request_stop)
+            parts.stores.spawn = sup.spawn
+            for name, loop in leading:
+                _ = sup.spawn(name, functools.partial(loop, term_stop))
             for rt in parts.stores:
                 parts.stores.start_writer(rt)
                 parts.stores.spawn_location_check(rt)
-            await stop.wait()
+            await wait_either(self.stop_event, lead.lost, None)
+            parts.stores.spawn = no_spawn
+            term_stop.set()
             for rt in parts.stores:
                 rt.stop.set()
-            await self._drain(parts)
-        self._tg = None
+            if lead.lost.is_set():
+                sup.cancel_all()
+            else:
+                # Within the daemon's own drain, leaving time to hand the lease over.
+                bound = max(0.5, self.config.server.shutdown_timeout_seconds - RELEASE_SECONDS)
+                await sup.drain(bound, _writer_idle(parts))
+        parts.marks.deactivate()
 
-    async def _drain(self, parts: Parts) -> None:
-        """Finish in-flight work within the shutdown bound, then cancel what is left.
+    def _on_notice(self, channel: str, payload: str) -> None:
+        """A NOTIFY from any replica: marks committed (timed if we lead), a lease let go."""
+        parts = self._parts()
+        lead = parts.leadership
+        assert lead is not None
+        if channel == LEASE_CHANNEL:
+            lead.wake.set()
+            return
+        notice = parse_marks(payload)
+        if notice is None or notice.replica == lead.holder or not parts.marks.active:
+            return
+        if notice.reload_all:
+            self._reload_marks.set()
+            return
+        parts.marks.on_notice(notice.variants, notice.orders, notice.polls)
 
-        A writer waiting (on its limiter, or backing off after an error) is cancelled at once:
-        its backlog is durable. A writer with a request on the wire gets to finish it, and to
-        record its answer (cancelling the record would roll it back and resend the write after
-        a restart).
-        """
-        deadline = time.monotonic() + self.config.server.shutdown_timeout_seconds
-        pending = {t for t in self._tasks if not t.done()}
-        while pending and time.monotonic() < deadline:
-            for rt in parts.stores:
-                busy = rt.client.writes_in_flight > 0 or rt.writer.recording
-                if rt.task in pending and not busy:
-                    rt.task.cancel()
-            _, pending = await asyncio.wait(pending, timeout=0.1)
-        for t in pending:
-            log.warning("shutdown_cancelling", task=t.get_name())
-            t.cancel()
+    async def _on_listening(self) -> None:
+        """The LISTEN connection is (re)opened: notices may have been missed meanwhile."""
+        parts = self._parts()
+        assert parts.leadership is not None
+        parts.leadership.wake.set()
+        self._reload_marks.set()
 
-    def _spawn(self, name: str, fn: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
-        """Start ``fn`` as a supervised task (None once the task group is gone)."""
-        if self._tg is None:
-            return None
-        task = self._tg.create_task(self._supervised(name, fn), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _supervised(self, name: str, fn: Callable[[], Awaitable[None]]) -> None:
-        """Run a loop under supervision.
-
-        Database and network outages are ridden out: the loop restarts after a backoff (the
-        durable marks make that safe). Anything else is a bug: the daemon stops with a clear
-        log line and systemd or Kubernetes restarts it.
-        """
-        backoff = RestartBackoff()
-        while True:
-            backoff.started()
-            try:
-                await fn()
-                return
-            except asyncio.CancelledError:
-                raise
-            except TRANSIENT_ERRORS as exc:
-                delay = backoff.failed()
-                log.warning(
-                    "task_retrying", task=name, error=str(exc) or type(exc).__name__, retry_in=delay
-                )
-                await wait_stop(self.stop_event, delay)
-                if self.stop_event.is_set():
-                    return
-            except Exception:
-                log.exception("task_crashed", task=name)
-                self.request_stop()
-                raise
+    async def _marks_reload_loop(self, stop: asyncio.Event) -> None:
+        """Leader: re-time every durable mark when notices may have been missed or were too
+        many to list."""
+        while not stop.is_set():
+            await wait_either(stop, self._reload_marks, None)
+            if self._reload_marks.is_set():
+                self._reload_marks.clear()
+                if self._parts().marks.active:
+                    await self._parts().marks.load()
 
     async def _start_http(
         self, parts: Parts, status: Callable[[], Awaitable[dict[str, Any]]]
@@ -426,3 +452,19 @@ class Daemon:
         return await self._parts().reconcile(
             reason, stores, dry_run=dry_run, push=push, on_page=on_page
         )
+
+
+def _writer_idle(parts: Parts) -> Callable[[asyncio.Task[None]], bool]:
+    """At a drain: a writer waiting (on its limiter, or backing off after an error) is
+    cancelled at once, its backlog is durable. A writer with a request on the wire gets to
+    finish it and record its answer (cancelling the record would roll it back and resend the
+    write after a restart)."""
+    stores: StoreRegistry = parts.stores
+
+    def idle(task: asyncio.Task[None]) -> bool:
+        for rt in stores:
+            if rt.task is task:
+                return not (rt.client.writes_in_flight > 0 or rt.writer.recording)
+        return False
+
+    return idle

@@ -145,8 +145,10 @@ class Database:
         state_dir: Path | None = None,
         min_size: int = 2,
         max_size: int = 10,
+        application_name: str = "katsyncd",
     ) -> None:
         self.url = url
+        self.application_name = application_name  # what pg_stat_activity shows
         self._embedded = EmbeddedPostgres(state_dir) if url is None and state_dir else None
         self._min_size = min_size
         self._max_size = max_size
@@ -164,7 +166,11 @@ class Database:
         if self.url is None:
             raise RuntimeError("no database url and no state_dir for an embedded Postgres")
         self._pool = await asyncpg.create_pool(
-            self.url, min_size=self._min_size, max_size=self._max_size, command_timeout=60
+            self.url,
+            min_size=self._min_size,
+            max_size=self._max_size,
+            command_timeout=60,
+            server_settings={"application_name": self.application_name},
         )
         if run_migrations:
             async with self.pool.acquire() as conn:

@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import asyncpg
 import structlog
 
-from katsyncd.persistence import stale
+from katsyncd.persistence import lease, stale
 
 log = structlog.get_logger(__name__)
 
@@ -315,6 +315,8 @@ class _Pending:
 
 # Webhooks waiting for a commit at most; more get CommitterFull (503) instead of memory.
 MAX_QUEUED_WEBHOOKS = 10_000
+# The NOTIFY payload for a commit's marks: (variant ids, sales order ids, poll kinds).
+Notice = Callable[[list[int], list[int], list[str]], str]
 
 
 class GroupCommitter:
@@ -331,11 +333,13 @@ class GroupCommitter:
         pool_getter: Callable[[], asyncpg.Pool],
         *,
         on_committed: Callable[[list[Effect]], None],
+        notice: Notice | None = None,
         max_batch: int = 1000,
         max_queue: int = MAX_QUEUED_WEBHOOKS,
     ) -> None:
         self._pool_getter = pool_getter
         self._on_committed = on_committed
+        self._notice = notice  # builds the NOTIFY that tells the leader what was marked
         self._max_batch = max_batch
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=max_queue)
         self.commits = 0
@@ -429,6 +433,12 @@ class GroupCommitter:
                     expanded.append(Effect("poll", "variants"))
             await stale.mark_sales_orders(conn, orders)
             await stale.request_polls(conn, polls)
+            if self._notice is not None:  # delivered on commit, to the leader wherever it is
+                marked = sorted(
+                    {*variants, *(int(e.ident) for e in expanded if e.kind == "variant")}
+                )
+                payload = self._notice(marked, sorted(orders), sorted(polls))
+                await lease.notify(conn, lease.MARKS_CHANNEL, payload)
         return expanded
 
 

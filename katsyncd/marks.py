@@ -17,8 +17,9 @@ import asyncpg
 import structlog
 
 from katsyncd.debounce import Debouncer
-from katsyncd.ingest import Effect
+from katsyncd.ingest import Effect, Notice
 from katsyncd.metrics import Metrics
+from katsyncd.persistence import lease
 from katsyncd.persistence import marks as stored
 
 log = structlog.get_logger(__name__)
@@ -36,8 +37,13 @@ class StaleMarks:
         debounce: float,
         max_delay: float,
         clock: Callable[[], float] = time.monotonic,
+        notice: Notice | None = None,
     ) -> None:
         self._pool = pool
+        self._notice = notice  # a follower's durable marks are announced to the leader
+        # Only the leader times marks; a follower's would never be flushed. Until the
+        # composition root says otherwise (one-shot commands, tests), this process leads.
+        self.active = True
         self._metrics = metrics
         self.variants = Debouncer(debounce, max_delay, clock=clock)
         self.orders = Debouncer(min(debounce, ORDER_DEBOUNCE_CAP_SECONDS), max_delay, clock=clock)
@@ -50,6 +56,11 @@ class StaleMarks:
 
     def on_committed(self, effects: list[Effect]) -> None:
         """The group committer made these webhook effects durable: time them."""
+        if not self.active:
+            return  # the commit's NOTIFY tells the leader
+        self._time_effects(effects)
+
+    def _time_effects(self, effects: list[Effect]) -> None:
         variant_ids = [int(e.ident) for e in effects if e.kind == "variant"]
         self._metrics.debounce_marks.inc(len(variant_ids))
         self.variants.mark(variant_ids)
@@ -61,10 +72,15 @@ class StaleMarks:
         """Durably mark variants stale (polls, catalogue, reconcile, rules) and time them."""
         unique = sorted(set(ids))
         await stored.mark_variants(self._pool(), unique, reason)
-        self.time_variants(unique)
+        if self.active:
+            self.time_variants(unique)
+        elif self._notice is not None and unique:
+            await lease.notify(self._pool(), lease.MARKS_CHANNEL, self._notice(unique, [], []))
 
     def time_variants(self, ids: Collection[int]) -> None:
         """Time variants marked durably in the caller's own transaction (a mirror write)."""
+        if not self.active:
+            return
         unique = sorted(set(ids))
         self._metrics.debounce_marks.inc(len(unique))
         self.variants.mark(unique, settled=True)  # from a read of Katana: no quiet time needed
@@ -75,11 +91,15 @@ class StaleMarks:
         if not unique:
             return
         await stored.mark_sales_orders(self._pool(), unique, reason)
-        self.time_sales_orders(unique)
+        if self.active:
+            self.time_sales_orders(unique)
+        elif self._notice is not None:
+            await lease.notify(self._pool(), lease.MARKS_CHANNEL, self._notice([], unique, []))
 
     def time_sales_orders(self, ids: Collection[int]) -> None:
         """Time sales orders marked durably in the caller's own transaction (a mirror write)."""
-        self.orders.mark(sorted(set(ids)), settled=True)
+        if self.active:
+            self.orders.mark(sorted(set(ids)), settled=True)
 
     async def load(self) -> None:
         """At start: time the durable marks a previous run left, backdated by their age."""
@@ -90,3 +110,26 @@ class StaleMarks:
         for so_id, age in await stored.stale_sales_orders(pool):
             self.orders.mark([so_id], first_seen=now - age)
         log.info("stale_marks_loaded", variants=len(self.variants), sales_orders=len(self.orders))
+
+    # ----- leadership --------------------------------------------------------------------------
+    async def activate(self) -> None:
+        """This replica leads now: time every durable mark (a dead leader's included)."""
+        self.deactivate()
+        self.active = True  # first: a commit racing the load below is timed either way
+        await self.load()
+
+    def deactivate(self) -> None:
+        """A follower times nothing: forget what is timed (it stays durable)."""
+        self.active = False
+        for debouncer in (self.variants, self.orders):
+            _ = debouncer.take(list(debouncer.due(float("inf"))))
+        self.poll_wake.clear()
+
+    def on_notice(self, variants: list[int], orders: list[int], polls: list[str]) -> None:
+        """Another replica committed these marks (its NOTIFY): time them as if committed here."""
+        if not self.active:
+            return
+        effects = [Effect("variant", i) for i in variants]
+        effects += [Effect("sales_order", i) for i in orders]
+        effects += [Effect("poll", p) for p in polls]
+        self._time_effects(effects)

@@ -239,5 +239,29 @@ class Metrics:
             registry=r,
         )
 
+        # Leadership (several replicas, one leader)
+        self.leader = Gauge(
+            "katsyncd_leader",
+            "1 while this replica holds the leader lease (runs polls, flushes and writers)",
+            registry=r,
+        )
+        self.leader_epoch = Gauge(
+            "katsyncd_leader_epoch",
+            "Epoch of the lease this replica holds (the last it held, as a follower)",
+            registry=r,
+        )
+        self.leader_lease_age = Gauge(
+            "katsyncd_leader_lease_age_seconds",
+            "Seconds since this replica acquired the lease it holds (0 as a follower)",
+            registry=r,
+        )
+        self.leader_transitions = Counter(
+            "katsyncd_leader_transitions",
+            "Leadership changes of this replica: acquired, released (a clean stop), expired "
+            "(renewals failed until the deadline) or taken (another replica holds the lease)",
+            ["event"],
+            registry=r,
+        )
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

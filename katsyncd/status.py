@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -95,7 +95,9 @@ class StatusReporter:
         *,
         last_reconcile: Callable[[], dict[str, Any] | None],
         config: Callable[[], Config],
+        leadership: Callable[[], Awaitable[dict[str, Any]]] | None = None,
     ) -> None:
+        self._leadership = leadership
         self._life = life
         self._db = db
         self._metrics = metrics
@@ -148,6 +150,7 @@ class StatusReporter:
                 "watermarks": await stored.watermarks(pool),
                 "ids_per_request": self._katana.id_filter_status(),
             },
+            "leadership": None if self._leadership is None else await self._leadership(),
             "stores": stores,
             "last_reconcile": self._last_reconcile(),
         }

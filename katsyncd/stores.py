@@ -22,6 +22,7 @@ from katsyncd.bigcommerce import (
 from katsyncd.config import StoreConfig
 from katsyncd.db import Database
 from katsyncd.engine import StoreView
+from katsyncd.leadership import Fence
 from katsyncd.marks import MarkFn
 from katsyncd.metrics import Metrics
 from katsyncd.models import KatanaLocation
@@ -46,7 +47,7 @@ DB_UNAVAILABLE = (
 Spawn = Callable[[str, Callable[[], Awaitable[None]]], "asyncio.Task[None] | None"]
 
 
-def _no_spawn(name: str, fn: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
+def no_spawn(name: str, fn: Callable[[], Awaitable[None]]) -> asyncio.Task[None] | None:
     return None
 
 
@@ -83,15 +84,17 @@ class StoreRegistry:
         *,
         recheck: MarkFn,
         rng: random.Random,
+        fence: Fence | None = None,
     ) -> None:
         self._session = session
+        self._fence = fence  # the leader lease every writer writes under (None: none)
         self._db = db
         self._metrics = metrics
         self._recheck = recheck
         self._rng = rng
         self.by_name: dict[str, StoreRuntime] = {}
         self.locations: dict[int, str] = {}
-        self.spawn: Spawn = _no_spawn  # the composition root sets its supervisor once running
+        self.spawn: Spawn = no_spawn  # the composition root sets its supervisor once running
         # Stores whose rules changed and whose variants are not durably marked yet.
         self.pending_recompute: set[str] = set()
         self._recompute_lock = asyncio.Lock()
@@ -141,6 +144,7 @@ class StoreRegistry:
             guard=lambda: self.guard_delay(sc.name),
             recheck=self._recheck,
             rng=self._rng,
+            fence=self._fence,
         )
         return StoreRuntime(sc, view, client, limiter, writer)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from dataclasses import dataclass
@@ -30,8 +31,9 @@ from katsyncd.flush import (
     flush_variants,
     resolve_orders,
 )
-from katsyncd.ingest import GroupCommitter
+from katsyncd.ingest import GroupCommitter, Notice
 from katsyncd.katana import KatanaClient, PageHook
+from katsyncd.leadership import Leadership, marks_payload
 from katsyncd.marks import StaleMarks
 from katsyncd.metrics import Metrics
 from katsyncd.poller import Poller
@@ -51,6 +53,7 @@ Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
 # Katana requests a fresh process may send before Katana has said what is left of the
 # account's window (the previous process may have spent it): then its X-Ratelimit-Remaining.
 KATANA_START_TOKENS = 1.0
+REPLICA_HEADER = "X-Katsyncd-Replica"
 
 
 class ConfigRef:
@@ -78,6 +81,7 @@ class Parts:
     committer: GroupCommitter
     stores: StoreRegistry
     reconciles: Reconciles
+    leadership: Leadership | None  # None: a one-shot command (no lease, no fencing)
 
     def mirror_ready(self) -> bool:
         return mirror_ready(self.poller)()
@@ -97,10 +101,14 @@ class Parts:
         )
 
 
-def database(config: Config) -> Database:
+def database(config: Config, name: str = "katsyncd") -> Database:
     d = config.database
     return Database(
-        d.url, state_dir=Path(d.state_dir), min_size=d.pool_min_size, max_size=d.pool_max_size
+        d.url,
+        state_dir=Path(d.state_dir),
+        min_size=d.pool_min_size,
+        max_size=d.pool_max_size,
+        application_name=name,
     )
 
 
@@ -110,9 +118,17 @@ def build(
     session: aiohttp.ClientSession,
     metrics: Metrics,
     rng: random.Random,
+    replica: str | None = None,
 ) -> Parts:
-    """Every component, from the config (no I/O: the pool is opened by the caller)."""
+    """Every component, from the config (no I/O: the pool is opened by the caller). With a
+    ``replica`` name the parts run under the leader lease (the daemon)."""
     cfg = config.get()
+    lead = (
+        None
+        if replica is None
+        else Leadership(lambda: db.pool, replica, cfg.ha.lease_seconds, metrics)
+    )
+    notice: Notice | None = None if replica is None else functools.partial(marks_payload, replica)
     k = cfg.katana
     limiter = KatanaLimiter(k.requests_per_minute, initial_tokens=KATANA_START_TOKENS)
     katana = KatanaClient(
@@ -130,8 +146,10 @@ def build(
         metrics,
         debounce=cfg.sync.debounce_seconds,
         max_delay=cfg.sync.max_delay_seconds,
+        notice=notice,
     )
-    stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng)
+    fence = None if lead is None else lead.fence
+    stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng, fence=fence)
     engine = Engine(db, katana, metrics, stores=stores.views)
     poller = Poller(
         db,
@@ -154,9 +172,10 @@ def build(
         engine=engine,
         poller=poller,
         marks=marks,
-        committer=GroupCommitter(lambda: db.pool, on_committed=marks.on_committed),
+        committer=GroupCommitter(lambda: db.pool, on_committed=marks.on_committed, notice=notice),
         stores=stores,
         reconciles=Reconciles(db, engine, poller, stores, metrics, config.get, rng=rng),
+        leadership=lead,
     )
 
 
@@ -170,17 +189,20 @@ def apply_katana_config(parts: Parts, new: Config) -> None:
 
 @contextlib.asynccontextmanager
 async def connected(
-    config: ConfigRef, *, metrics: Metrics, rng: random.Random
+    config: ConfigRef, *, metrics: Metrics, rng: random.Random, replica: str | None = None
 ) -> AsyncIterator[Parts]:
-    """The parts with the database open (migrated) and an HTTP session; both closed after."""
-    db = database(config.get())
+    """The parts with the database open (migrated) and an HTTP session; both closed after.
+    ``replica``: this daemon's name in the leader lease (its connections and requests say it)."""
+    headers = {"User-Agent": f"katsyncd/{__version__}"}
+    if replica is not None:  # which replica sent a request (BigCommerce's and Katana's logs)
+        headers[REPLICA_HEADER] = replica
+    db = database(config.get(), "katsyncd" if replica is None else f"katsyncd {replica}"[:63])
     await db.open()
     try:
         async with aiohttp.ClientSession(
-            timeout=aiohttp.ClientTimeout(total=None),
-            headers={"User-Agent": f"katsyncd/{__version__}"},
+            timeout=aiohttp.ClientTimeout(total=None), headers=headers
         ) as session:
-            yield build(config, db, session, metrics, rng)
+            yield build(config, db, session, metrics, rng, replica)
     finally:
         await db.close()
 
@@ -201,7 +223,8 @@ async def build_offline(
 @dataclass
 class DaemonLoops:
     status: StatusReporter
-    loops: list[tuple[str, Loop]]  # (task name, loop), started in this order
+    always: list[tuple[str, Loop]]  # (task name, loop) every replica runs, in this order
+    leading: list[tuple[str, Loop]]  # what only the leader runs (with the store writers)
 
 
 def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
@@ -262,16 +285,16 @@ def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoo
         parts.katana,
         last_reconcile=lambda: parts.reconciles.last,
         config=config,
+        leadership=None if parts.leadership is None else parts.leadership.describe,
     )
     return DaemonLoops(
         status,
+        [("group-committer", parts.committer.run), ("status", status.run)],
         [
-            ("group-committer", parts.committer.run),
             ("variant-flusher", variants.run),
             ("order-resolver", orders.run),
             ("poller", polls.run),
             ("catalog", catalog.run),
-            ("status", status.run),
             ("reconcile", parts.reconciles.run),
         ],
     )

@@ -13,6 +13,7 @@ retries with capped backoff.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -33,6 +34,7 @@ from katsyncd.bigcommerce import (
 )
 from katsyncd.db import Database
 from katsyncd.engine import StoreView
+from katsyncd.leadership import Fence, LeaseLost
 from katsyncd.metrics import Metrics
 from katsyncd.models import AbsoluteItem, WriteOutcome
 from katsyncd.persistence import levels
@@ -125,8 +127,10 @@ class StoreWriter:
         batch_items: int = MAX_BATCH_ITEMS,
         error_backoff_cap: float = 60.0,
         rng: random.Random | None = None,
+        fence: Fence | None = None,
     ) -> None:
         self.view = view
+        self._fence = fence  # None: no lease (a one-shot command); else writes run under it
         self.client = client
         self.db = db
         self.metrics = metrics
@@ -155,6 +159,10 @@ class StoreWriter:
             try:
                 did = await self.push_once()
                 failures = 0
+            except LeaseLost as exc:  # the leader work is being stopped: wait for it
+                log.warning("store_write_fenced", store=self.name, why=str(exc))
+                await wait_either(stop, self.retry_now, IDLE_CHECK_SECONDS)
+                continue
             except (TimeoutError, BcError, asyncpg.PostgresError, OSError) as exc:
                 failures += 1
                 self.last_error = str(exc)
@@ -193,9 +201,10 @@ class StoreWriter:
         ]
         reason = _reason(to_write)
         started = time.monotonic()
-        outcome = await self.client.write_isolating(items, reason=f"katsyncd: {reason}")
+        async with self._leased() as token:
+            outcome = await self.client.write_isolating(items, reason=f"katsyncd: {reason}")
         self.requests += len(outcome.transaction_ids) + len(outcome.rejected)
-        await self._record_through_cancel(to_write, outcome)
+        await self._record_through_cancel(to_write, outcome, token)
         self.last_push_at = time.time()
         self.last_error = None
         if outcome.transaction_ids:
@@ -260,8 +269,17 @@ class StoreWriter:
             log.info("oversell_guard_recheck", store=self.name, items=len(split.recheck))
         return split.write
 
+    def _leased(self) -> contextlib.AbstractAsyncContextManager[tuple[str, int] | None]:
+        """The write runs under the lease (cut at its deadline), when there is one."""
+        if self._fence is None:
+            return contextlib.nullcontext(None)
+        return self._fence.guard()
+
     async def _record_through_cancel(
-        self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome
+        self,
+        rows: Sequence[asyncpg.Record],
+        outcome: WriteOutcome,
+        token: tuple[str, int] | None = None,
     ) -> None:
         """Record a write BigCommerce has answered even if the writer is cancelled meanwhile
         (a stop): a rolled-back record would send the write again after a restart. While
@@ -269,7 +287,7 @@ class StoreWriter:
         (the shutdown deadline) waits up to ``RECORD_GRACE_SECONDS`` for the commit, then goes
         on."""
         self.recording = True
-        record = asyncio.ensure_future(self._record(rows, outcome))
+        record = asyncio.ensure_future(self._record(rows, outcome, token))
         try:
             await asyncio.shield(record)
         except asyncio.CancelledError:
@@ -281,9 +299,14 @@ class StoreWriter:
         finally:
             self.recording = False
 
-    async def _record(self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome) -> None:
+    async def _record(
+        self,
+        rows: Sequence[asyncpg.Record],
+        outcome: WriteOutcome,
+        token: tuple[str, int] | None = None,
+    ) -> None:
         old = {(r["item_key"], r["location_id"]): r for r in rows}
-        await levels.record_pushes(self.db.pool, self.name, outcome, _prior(rows))
+        await levels.record_pushes(self.db.pool, self.name, outcome, _prior(rows), fence=token)
         self._observe(outcome.written, outcome.rejected, old)
 
     def _observe(

@@ -16,7 +16,7 @@ import asyncpg
 
 from katsyncd.db import Q
 from katsyncd.models import AbsoluteItem, Level, WriteOutcome
-from katsyncd.persistence import Conn, Executor
+from katsyncd.persistence import Conn, Executor, lease
 from katsyncd.persistence.stale import clear_variant_marks
 
 ItemAt = tuple[str, int]  # (item_key, location_id) within one store
@@ -111,14 +111,22 @@ async def mark_guard_checked(ex: Executor, store: str, item_keys: Collection[str
 
 
 async def record_pushes(
-    pool: asyncpg.Pool, store: str, outcome: WriteOutcome, prior: Mapping[ItemAt, Prior]
+    pool: asyncpg.Pool,
+    store: str,
+    outcome: WriteOutcome,
+    prior: Mapping[ItemAt, Prior],
+    *,
+    fence: tuple[str, int] | None = None,
 ) -> None:
     """Record one write to BigCommerce in one transaction: ``pushed`` for the items written,
     ``failed`` for those rejected, and a ``push_log`` row each (written first, then rejected;
-    ``prior`` gives each item's old quantity and reason)."""
+    ``prior`` gives each item's old quantity and reason). With ``fence`` (holder, epoch) the
+    transaction first checks that lease still holds and rolls back (``LeaseLost``) if not."""
     ok, bad = outcome.written, outcome.rejected
     txn = ",".join(outcome.transaction_ids)
     async with pool.acquire() as conn, conn.transaction():
+        if fence is not None:
+            await lease.fence(conn, *fence)
         if ok:
             await conn.execute(
                 Q["record_pushed"],

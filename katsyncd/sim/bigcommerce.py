@@ -83,6 +83,20 @@ WRITE_ERROR_TITLES: Final = {
 # --------------------------------------------------------------------------- records
 
 
+REPLICA = "X-Katsyncd-Replica"  # a katsyncd replica names itself in this header
+
+
+@dataclass(frozen=True, slots=True)
+class WriteSpan:
+    """One inventory write as the store saw it: when it arrived and was answered, and who
+    sent it (the User-Agent and the replica header katsyncd sends)."""
+
+    start: float
+    end: float
+    agent: str
+    status: int
+
+
 @dataclass(frozen=True, slots=True)
 class RequestRecord:
     """One request a store received (rate-limited and rejected ones included)."""
@@ -631,7 +645,8 @@ class SimStore:
         self.allow_duplicate_skus = True
         self.request_log: list[RequestRecord] = []
         self.adjustments: list[dict[str, Any]] = []
-        self.max_concurrent_writes = 0
+        self.max_concurrent_writes = 0  # the most writes this store ever had in flight at once
+        self.write_spans: list[WriteSpan] = []
         self._clock = clock
         self._locations = {
             lid: _Location(lid, code, label, on) for lid, code, label, on in locations
@@ -888,11 +903,15 @@ class SimStore:
         if writing:
             self._writes_in_flight += 1
             self.max_concurrent_writes = max(self.max_concurrent_writes, self._writes_in_flight)
+        status = 0  # 0: the handler was cancelled (the client went away)
         try:
             response = await self._respond(call, validator_error)
+            status = response.status
         finally:
             if writing:
                 self._writes_in_flight -= 1
+                agent = f"{call.headers.get('User-Agent', '')} {call.headers.get(REPLICA, '')}"
+                self.write_spans.append(WriteSpan(at, self._clock(), agent, status))
         self.request_log.append(
             RequestRecord(call.method, call.path, call.query, response.status, at, call.json)
         )

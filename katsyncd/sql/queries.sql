@@ -456,3 +456,43 @@ SELECT count(*) FROM (
     EXCEPT
     SELECT sku FROM katana_variant WHERE deleted_at IS NULL AND type = 'product'
 ) x
+-- name: lease_acquire
+-- Take the lease if nobody holds it or it has expired (database clock): a new epoch. No row:
+-- someone else holds it.
+INSERT INTO leader_lease AS l (scope, holder, epoch, acquired_at, renewed_at, expires_at)
+VALUES ($1, $2, 1, now(), now(), now() + make_interval(secs => $3))
+ON CONFLICT (scope) DO UPDATE SET holder = EXCLUDED.holder, epoch = l.epoch + 1,
+    acquired_at = now(), renewed_at = now(), expires_at = EXCLUDED.expires_at
+WHERE l.expires_at <= now()
+RETURNING epoch
+
+-- name: lease_renew
+-- Extend the lease this holder has in this epoch, if it has not expired. No row: it is lost.
+UPDATE leader_lease SET renewed_at = now(), expires_at = now() + make_interval(secs => $4)
+WHERE scope = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+RETURNING epoch
+
+-- name: lease_release
+-- Hand the lease over (a clean stop): it expires now, so a follower may take it at once.
+UPDATE leader_lease SET expires_at = now()
+WHERE scope = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+RETURNING epoch
+
+-- name: lease_read
+SELECT holder, epoch,
+       extract(epoch FROM now() - acquired_at)::float8 AS age,
+       extract(epoch FROM expires_at - now())::float8 AS expires_in
+FROM leader_lease WHERE scope = $1
+
+-- name: lease_fence
+-- Inside the transaction that records a push: the writer's lease still holds. FOR SHARE makes a
+-- takeover wait for this transaction's commit (its UPDATE conflicts with the share lock).
+SELECT 1 FROM leader_lease
+WHERE scope = $1 AND holder = $2 AND epoch = $3 AND expires_at > now()
+FOR SHARE
+
+-- name: notify
+SELECT pg_notify($1, $2)
+
+-- name: ping
+SELECT 1

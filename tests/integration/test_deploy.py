@@ -29,7 +29,7 @@ import jsonschema  # type: ignore[import-untyped]  # no types-jsonschema in the 
 import pytest
 import yaml
 
-from katsyncd.config import load_config
+from katsyncd.config import DEFAULT_SHUTDOWN_TIMEOUT_SECONDS, load_config
 from katsyncd.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -425,10 +425,25 @@ def _container(name: str) -> dict[str, Any]:
 
 def test_deployment_contract() -> None:
     deployment = load_one(K8S / "deployment.yaml")
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # Several replicas, one leader (the lease in Postgres): a rolling update never leaves
+    # Katana's webhooks without a ready replica.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+    }
     pod = _pod()["spec"]
-    assert pod["terminationGracePeriodSeconds"] == 30
+    term = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert _selects(
+        term[0]["podAffinityTerm"]["labelSelector"]["matchLabels"], _pod()["metadata"]["labels"]
+    )
+    # The grace period covers the preStop pause and the daemon's drain.
+    pause = _container("katsyncd")["lifecycle"]["preStop"]["exec"]["command"]
+    assert pause[0] == "python" and "sleep(5)" in pause[-1]
+    toml = tomllib.loads(load_one(K8S / "configmap.yaml")["data"]["katsyncd.toml"])
+    drain = toml["server"].get("shutdown_timeout_seconds", DEFAULT_SHUTDOWN_TIMEOUT_SECONDS)
+    assert pod["terminationGracePeriodSeconds"] >= 5 + drain + 5
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -450,7 +465,7 @@ def test_selectors_match_the_pod() -> None:
     assert _selects(deployment["spec"]["selector"]["matchLabels"], labels)
     assert _selects(load_one(K8S / "service.yaml")["spec"]["selector"], labels)
     assert _selects(load_one(K8S / "pdb.yaml")["spec"]["selector"]["matchLabels"], labels)
-    assert load_one(K8S / "pdb.yaml")["spec"]["maxUnavailable"] == 1
+    assert load_one(K8S / "pdb.yaml")["spec"]["minAvailable"] == 1  # of 2: one always serves
 
 
 def test_secrets_and_config_line_up() -> None:
@@ -500,7 +515,7 @@ def test_networkpolicy_lets_in_only_the_http_port_and_out_only_what_katsyncd_cal
 
 def test_configmap_config_matches_the_pod() -> None:
     config = tomllib.loads(load_one(K8S / "configmap.yaml")["data"]["katsyncd.toml"])
-    assert config.keys() == {"server", "database", "katana", "sync", "stores"}
+    assert config.keys() == {"server", "database", "katana", "sync", "ha", "stores"}
     host, _, port = config["server"]["listen"].rpartition(":")
     assert host == "0.0.0.0"
     assert int(port) == _container("katsyncd")["ports"][0]["containerPort"]
@@ -619,6 +634,37 @@ def test_kustomization_lists_existing_files() -> None:
     assert all((K8S / name).is_file() for name in resources)
     assert "secret.example.yaml" not in resources  # placeholders must never be applied
     assert set(resources) == (set(K8S_FILES) - {"secret.example.yaml"}) | {"servicemonitor.yaml"}
+
+
+OVERLAY = K8S.parent / "overlays" / "per-account"
+
+
+def test_per_account_overlay_builds_an_isolated_katsyncd() -> None:
+    """kubectl kustomize (offline): every object renamed for the account and selecting only its
+    pods, its own Secret, its own database; the result validates like the base."""
+    out = run(tool("kubectl"), "kustomize", str(OVERLAY))
+    assert_ok(out)
+    docs = [d for d in yaml.safe_load_all(out.stdout) if d]
+    assert {d["metadata"]["name"] for d in docs} == {"katsyncd-acme", "katsyncd-config-acme"}
+    kinds = {d["kind"]: d for d in docs}
+    instance = {"app.kubernetes.io/instance": "acme"}
+    assert _selects(instance, kinds["Deployment"]["spec"]["selector"]["matchLabels"])
+    assert _selects(instance, kinds["Service"]["spec"]["selector"])
+    assert _selects(instance, kinds["PodDisruptionBudget"]["spec"]["selector"]["matchLabels"])
+    assert _selects(instance, kinds["ServiceMonitor"]["spec"]["selector"]["matchLabels"])
+    pod = kinds["Deployment"]["spec"]["template"]["spec"]
+    refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in pod["containers"][0]["env"]}
+    refs |= {v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert refs == {"katsyncd-secrets-acme"}
+    assert pod["volumes"][0]["configMap"]["name"] == "katsyncd-config-acme"
+    toml = tomllib.loads(kinds["ConfigMap"]["data"]["katsyncd.toml"])
+    assert urlsplit(toml["database"]["url"]).path == "/katsyncd_acme"
+    base = tomllib.loads(load_one(K8S / "configmap.yaml")["data"]["katsyncd.toml"])
+    assert toml["ha"] == base["ha"]  # every account keeps the base's lease settings
+    kv = import_tool("kubernetes_validate")
+    for doc in docs:
+        if doc["kind"] != "ServiceMonitor":
+            kv.validate(doc, kv.latest_version(), strict=True)
 
 
 # --- container image ------------------------------------------------------------------------

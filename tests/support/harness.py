@@ -142,7 +142,7 @@ def katana_signature(body: bytes, token: str = WEBHOOK_TOKEN) -> str:
 def write_config(path: Path, data: dict[str, Any]) -> Path:
     """Write a config dict as TOML (the subset our configs use)."""
     lines: list[str] = []
-    for section in ("server", "database", "katana", "sync", "log"):
+    for section in ("server", "database", "katana", "sync", "log", "ha"):
         if section in data:
             lines.append(f"[{section}]")
             lines += [f"{k} = {_toml(v)}" for k, v in data[section].items()]

@@ -31,7 +31,12 @@ class SlowRecordWriter(StoreWriter):
         self.entered = asyncio.Event()
         self.recorded = False
 
-    async def _record(self, rows: Sequence[asyncpg.Record], outcome: WriteOutcome) -> None:
+    async def _record(
+        self,
+        rows: Sequence[asyncpg.Record],
+        outcome: WriteOutcome,
+        token: tuple[str, int] | None = None,
+    ) -> None:
         self.entered.set()
         await self.release.wait()
         self.recorded = True

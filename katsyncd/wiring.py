@@ -18,6 +18,7 @@ from pathlib import Path
 import aiohttp
 
 from katsyncd import __version__
+from katsyncd.coldstart import ColdSweep
 from katsyncd.config import Config
 from katsyncd.db import Database
 from katsyncd.engine import Engine
@@ -133,6 +134,15 @@ def build(
     )
     stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng)
     engine = Engine(db, katana, metrics, stores=stores.views)
+    cold = ColdSweep(
+        db,
+        katana,
+        engine,
+        locations=lambda: list(stores.locations),
+        catalogs_awaited=stores.catalogs_awaited,
+        catalog_refreshed=stores.catalog_refreshed,
+        timed=marks.time_variants,
+    )
     poller = Poller(
         db,
         katana,
@@ -142,6 +152,7 @@ def build(
         mark_orders=marks.mark_sales_orders,
         timed=marks.time_variants,
         timed_orders=marks.time_sales_orders,
+        cold=cold,
     )
     for sc in cfg.stores:
         _ = stores.add(sc)
@@ -251,7 +262,13 @@ def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoo
         rng=rng,
     )
     ready = mirror_ready(parts.poller)
-    catalog = CatalogSchedule(parts.stores, parts.db, marks.mark_variants, config, ready=ready)
+
+    def catalog_ready() -> bool:
+        return parts.poller.catalog_may_start() or ready()
+
+    catalog = CatalogSchedule(
+        parts.stores, parts.db, marks.mark_variants, config, ready=catalog_ready
+    )
     status = StatusReporter(
         life,
         parts.db,

@@ -1,0 +1,253 @@
+"""The cold start: one ``/inventory?extend=variant`` sweep builds the variant mirror and the
+first levels together, instead of a ``/variants`` sweep followed by an ``/inventory`` sweep.
+
+One stream per Katana location (``location_id=…``; with one location, the unfiltered read),
+read furthest-behind first through ``VariantAssembler``: a variant is complete once every
+stream has passed it. Complete variants are mirrored at once, with their stale marks in the
+same transaction (``mirror.apply_variants``), and their levels are recorded clearing those
+marks at the generation read just before (``Engine.record``), so the first BigCommerce write
+follows the first pages, and a crash in between leaves marks the flusher reads after the
+restart. While some store's first catalogue read is under way (and not failing, S9) the rows
+of complete variants are held, at most ``HOLD_ROWS`` of them, so their levels include that
+store; a catalogue indexed meanwhile marks the mirrored ones, and the record that follows
+clears those marks too (the flusher skips a key whose mark is gone). Past ``HOLD_ROWS`` they
+are recorded anyway and that store's catalogue marks them for the flusher. At the end of the
+sweep the last rows wait for such a read at most ``CATALOG_WAIT_SECONDS``.
+
+What the spec leaves loose is checked, never assumed; the sweep is abandoned (held variants
+mirrored and marked, the caller runs the ``/variants`` sweep, which marks what is new: the old
+cost of two sweeps) when a page embeds no ``variant`` (a gateway that drops ``extend`` with a
+location filter), a stream does not come by ascending variant id, or a stream's
+``total_records`` changes mid-read (offset paging shifted). At the end one ``/variants``
+request of one row compares Katana's count of live product variants created before the sweep
+with the count the sweep saw: a variant with no inventory row anywhere is in no stream, and a
+mismatch (or no count) makes the caller run the ``/variants`` sweep too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import structlog
+
+from katsyncd.assembler import Assembled, Stream, VariantAssembler
+from katsyncd.db import Database
+from katsyncd.engine import Engine
+from katsyncd.katana import InventoryPage, KatanaClient
+from katsyncd.models import InventoryRow, Priority
+from katsyncd.persistence import marks as stored_marks
+from katsyncd.persistence import mirror
+from katsyncd.waiting import wait_stop
+
+log = structlog.get_logger(__name__)
+
+REASON = "cold_start"
+HOLD_ROWS = 50_000  # rows of complete variants held while a first catalogue read is under way
+CATALOG_WAIT_SECONDS = 120.0  # the sweep's last rows wait at most this for such a read
+COUNT_MARGIN = timedelta(seconds=5)  # variants counted: created this long before the start
+
+TimeFn = Callable[[Collection[int]], None]  # StaleMarks.time_variants: marks already durable
+Reader = AsyncGenerator[InventoryPage, None]
+
+
+@dataclass(frozen=True, slots=True)
+class ColdResult:
+    """How a cold sweep ended. ``complete``: the mirror holds every live product variant and
+    each has its levels or a stale mark; otherwise the ``/variants`` sweep must run."""
+
+    complete: bool
+    newest: datetime | None  # latest ``updated_at`` seen (the variants watermark)
+    pages: int
+    variants: int
+    why: str = ""
+
+
+@dataclass
+class _Held:
+    """Mirrored variants whose levels are not recorded yet: their rows and the variants their
+    mirror write marked."""
+
+    rows: dict[int, list[InventoryRow]] = field(default_factory=dict)
+    marked: set[int] = field(default_factory=set)
+    count: int = 0  # rows
+
+
+@dataclass
+class _Sweep:
+    """One sweep's progress."""
+
+    asm: VariantAssembler
+    started: datetime
+    totals: dict[Stream, int | None] = field(default_factory=dict)
+    held: _Held = field(default_factory=_Held)
+    pages: int = 0
+    variants: int = 0
+    counted: int = 0  # live product variants created before ``started - COUNT_MARGIN``
+    newest: datetime | None = None
+
+    def note(self, batch: list[Assembled]) -> None:
+        cutoff = self.started - COUNT_MARGIN
+        self.variants += len(batch)
+        self.counted += sum(1 for a in batch if a.variant.created_at < cutoff)
+        latest = max((a.variant.updated_at for a in batch), default=None)
+        if latest is not None and (self.newest is None or latest > self.newest):
+            self.newest = latest
+
+    def accept(self, stream: Stream, page: InventoryPage) -> str:
+        """Take one page; the reason to abandon the sweep, or "" to go on."""
+        if not page.extended:
+            return "extend_ignored"
+        if self.totals.setdefault(stream, page.total_records) != page.total_records:
+            return "inventory_changed_during_read"
+        variants = [v for v in page.variants if v is not None]
+        if not self.asm.add(stream, page.rows, variants):
+            return "not_by_variant_id"
+        return ""
+
+
+class ColdSweep:
+    """The first variants poll of an empty mirror, as one ``/inventory?extend=variant`` sweep."""
+
+    def __init__(
+        self,
+        db: Database,
+        katana: KatanaClient,
+        engine: Engine,
+        *,
+        locations: Callable[[], Collection[int]],
+        catalogs_awaited: Callable[[], bool],
+        catalog_refreshed: asyncio.Event,
+        timed: TimeFn,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._katana = katana
+        self._engine = engine
+        self._locations = locations  # Katana's locations (read before the first poll)
+        self._catalogs_awaited = catalogs_awaited  # a first catalogue read is under way
+        self._catalog_refreshed = catalog_refreshed  # set after each catalogue refresh
+        self._timed = timed  # times marks already durable in the debouncer
+        self._clock = clock
+
+    async def run(self) -> ColdResult | None:
+        """One sweep; None when Katana's locations are unknown (nothing was read)."""
+        streams: list[Stream] = sorted(self._locations())
+        if not streams:
+            return None
+        sweep = _Sweep(VariantAssembler(streams), datetime.now(UTC))
+        log.info("cold_sweep_started", streams=len(streams))
+        why = await self._read_all(sweep, streams)
+        if why:
+            return await self._abandon(sweep, why)
+        await self._wait_catalogs(self._clock() + CATALOG_WAIT_SECONDS)
+        await self._record(sweep)
+        totals = [t for t in sweep.totals.values() if t is not None]
+        if len(totals) == len(streams):
+            self._katana.note_inventory_rows(sum(totals))
+        return await self._check_count(sweep)
+
+    async def _read_all(self, sweep: _Sweep, streams: list[Stream]) -> str:
+        readers: dict[Stream, Reader] = {
+            # One location: the unfiltered read (no filter whose combination with ``extend``
+            # the spec leaves open).
+            s: self._katana.inventory_with_variants(
+                location_id=s if len(streams) > 1 else None, priority=Priority.POLL
+            )
+            for s in streams
+        }
+        try:
+            return await self._read(sweep, readers)
+        finally:
+            for reader in readers.values():
+                with contextlib.suppress(Exception):
+                    await reader.aclose()
+
+    async def _read(self, sweep: _Sweep, readers: Mapping[Stream, Reader]) -> str:
+        """Read the stream furthest behind until all end; the reason to abandon, or ""."""
+        while (stream := sweep.asm.next_stream()) is not None:
+            page = await anext(readers[stream], None)
+            if page is None:
+                sweep.asm.end(stream)
+            else:
+                sweep.pages += 1
+                why = sweep.accept(stream, page)
+                if why:
+                    return why
+            await self._mirror(sweep, sweep.asm.take_complete())
+            if not self._catalogs_awaited() or sweep.held.count >= HOLD_ROWS:
+                await self._record(sweep)
+        return ""
+
+    async def _mirror(self, sweep: _Sweep, batch: list[Assembled]) -> None:
+        """Mirror complete variants with their marks (one transaction); hold their rows."""
+        if not batch:
+            return
+        ids = await mirror.apply_variants(self._db.pool, [a.variant for a in batch], mark=REASON)
+        held = sweep.held
+        held.marked |= ids
+        for a in batch:
+            held.rows[a.variant.id] = a.rows
+            held.count += len(a.rows)
+        sweep.note(batch)
+
+    async def _wait_catalogs(self, deadline: float) -> None:
+        """Until no first catalogue read is under way, or the deadline."""
+        event = self._catalog_refreshed
+        while self._catalogs_awaited() and self._clock() < deadline:
+            event.clear()
+            await wait_stop(event, min(1.0, deadline - self._clock()))
+
+    async def _record(self, sweep: _Sweep) -> None:
+        """Record the levels of the SKUs the held variants win, clearing the marks of those
+        SKUs' variants at the generation read now; other marks (SKUs won by a variant read
+        elsewhere) are timed for the flusher, and every one if the record fails."""
+        held, sweep.held = sweep.held, _Held()
+        if not held.rows:
+            return
+        pool = self._db.pool
+        known = await mirror.variants_by_ids(pool, list(held.rows))
+        winners = await self._engine.winners_for_skus(sorted({v.sku for v in known if v.sku}))
+        won = {sku: w for sku, w in winners.items() if w.id in held.rows}
+        settled = set(await mirror.live_variant_ids_by_skus(pool, list(won)))
+        settled |= {v.id for v in known if not v.sku}
+        marks = await stored_marks.variant_marks(pool, sorted(settled))
+        try:
+            items = await self._engine.items_for(list(won))
+            await self._engine.record(won, held.rows, items, reason=REASON, gens=marks.gens)
+        except Exception:
+            self._timed(held.marked)
+            raise
+        self._engine.last_read.update(dict.fromkeys(held.rows, sweep.started))
+        self._timed(held.marked - settled)
+
+    async def _abandon(self, sweep: _Sweep, why: str) -> ColdResult:
+        """Mirror what is held with its marks (the flusher reads it); the rest is the
+        ``/variants`` sweep's."""
+        await self._mirror(sweep, sweep.asm.take_all())
+        held, sweep.held = sweep.held, _Held()
+        self._timed(held.marked)
+        log.warning("cold_sweep_abandoned", why=why, pages=sweep.pages, variants=sweep.variants)
+        return ColdResult(False, sweep.newest, sweep.pages, sweep.variants, why)
+
+    async def _check_count(self, sweep: _Sweep) -> ColdResult:
+        """Compare Katana's count of live product variants created before the sweep with the
+        sweep's: a variant with no inventory row is in no stream."""
+        katana = await self._katana.count_product_variants(
+            created_before=sweep.started - COUNT_MARGIN
+        )
+        complete = katana == sweep.counted
+        log.info(
+            "cold_sweep_done",
+            pages=sweep.pages + 1,
+            variants=sweep.variants,
+            counted=sweep.counted,
+            katana_count=katana,
+            complete=complete,
+        )
+        why = "" if complete else "variants_without_inventory"
+        return ColdResult(complete, sweep.newest, sweep.pages + 1, sweep.variants, why)

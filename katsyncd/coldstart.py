@@ -32,10 +32,12 @@ import time
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import structlog
 
 from katsyncd.assembler import Assembled, Stream, VariantAssembler
+from katsyncd.bigcommerce import MAX_WRITE_ITEMS
 from katsyncd.db import Database
 from katsyncd.engine import Engine
 from katsyncd.katana import InventoryPage, KatanaClient
@@ -47,12 +49,30 @@ from katsyncd.waiting import wait_stop
 log = structlog.get_logger(__name__)
 
 REASON = "cold_start"
-HOLD_ROWS = 50_000  # rows of complete variants held while a first catalogue read is under way
+HOLD_ROWS = 120_000  # rows of complete variants held while a first catalogue read is under way
 CATALOG_WAIT_SECONDS = 120.0  # the sweep's last rows wait at most this for such a read
 COUNT_MARGIN = timedelta(seconds=5)  # variants counted: created this long before the start
+# Levels are recorded for the first complete variants at once, then per this many: one
+# BigCommerce write holds up to MAX_WRITE_ITEMS items, a record per page would send 125.
+RECORD_VARIANTS = MAX_WRITE_ITEMS
 
 TimeFn = Callable[[Collection[int]], None]  # StaleMarks.time_variants: marks already durable
 Reader = AsyncGenerator[InventoryPage, None]
+Quantity = int | Decimal  # an integral quantity held as an int: a third of the memory
+Compact = tuple[int, Quantity, Quantity]  # (location id, in stock, committed)
+
+
+def compact(row: InventoryRow) -> Compact:
+    return (row.location_id, _small(row.in_stock), _small(row.committed))
+
+
+def expand(variant_id: int, rows: list[Compact]) -> list[InventoryRow]:
+    return [InventoryRow(variant_id, loc, Decimal(q), Decimal(c)) for loc, q, c in rows]
+
+
+def _small(q: Decimal) -> Quantity:
+    whole = int(q)
+    return whole if whole == q else q
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,12 +89,15 @@ class ColdResult:
 
 @dataclass
 class _Held:
-    """Mirrored variants whose levels are not recorded yet: their rows and the variants their
-    mirror write marked."""
+    """Mirrored variants whose marks are not cleared yet: their rows (compact) and the
+    variants their mirror writes marked."""
 
-    rows: dict[int, list[InventoryRow]] = field(default_factory=dict)
+    rows: dict[int, list[Compact]] = field(default_factory=dict)
     marked: set[int] = field(default_factory=set)
     count: int = 0  # rows
+
+    def inventory(self) -> dict[int, list[InventoryRow]]:
+        return {v: expand(v, rows) for v, rows in self.rows.items()}
 
 
 @dataclass
@@ -85,6 +108,8 @@ class _Sweep:
     started: datetime
     totals: dict[Stream, int | None] = field(default_factory=dict)
     held: _Held = field(default_factory=_Held)
+    fresh: dict[int, list[Compact]] = field(default_factory=dict)  # no levels recorded yet
+    settles: int = 0
     pages: int = 0
     variants: int = 0
     counted: int = 0  # live product variants created before ``started - COUNT_MARGIN``
@@ -178,22 +203,34 @@ class ColdSweep:
                 why = sweep.accept(stream, page)
                 if why:
                     return why
-            await self._mirror(sweep, sweep.asm.take_complete())
-            if not self._catalogs_awaited() or sweep.held.count >= HOLD_ROWS:
-                await self._record(sweep)
+            sweep.fresh.update(await self._mirror(sweep, sweep.asm.take_complete()))
+            if sweep.fresh and (sweep.settles == 0 or len(sweep.fresh) >= RECORD_VARIANTS):
+                await self._settle(sweep)
         return ""
 
-    async def _mirror(self, sweep: _Sweep, batch: list[Assembled]) -> None:
+    async def _settle(self, sweep: _Sweep) -> None:
+        """Record the levels of what is held, or, while a first catalogue read is under way
+        and fewer than ``HOLD_ROWS`` rows are held, only the fresh variants' levels for the
+        stores indexed so far (the marks stay, the rows wait for the other catalogues)."""
+        fresh, sweep.fresh = sweep.fresh, {}
+        sweep.settles += 1
+        if not self._catalogs_awaited() or sweep.held.count >= HOLD_ROWS:
+            await self._record(sweep)
+        else:
+            await self._levels(_Held(rows=fresh), clear=False)
+
+    async def _mirror(self, sweep: _Sweep, complete: list[Assembled]) -> dict[int, list[Compact]]:
         """Mirror complete variants with their marks (one transaction); hold their rows."""
-        if not batch:
-            return
-        ids = await mirror.apply_variants(self._db.pool, [a.variant for a in batch], mark=REASON)
+        if not complete:
+            return {}
+        products = [a.variant for a in complete]
+        rows = {a.variant.id: [compact(r) for r in a.rows] for a in complete}
         held = sweep.held
-        held.marked |= ids
-        for a in batch:
-            held.rows[a.variant.id] = a.rows
-            held.count += len(a.rows)
-        sweep.note(batch)
+        held.marked |= await mirror.apply_variants(self._db.pool, products, mark=REASON)
+        held.rows.update(rows)
+        held.count += sum(len(a.rows) for a in complete)
+        sweep.note(complete)
+        return rows
 
     async def _wait_catalogs(self, deadline: float) -> None:
         """Until no first catalogue read is under way, or the deadline."""
@@ -203,10 +240,15 @@ class ColdSweep:
             await wait_stop(event, min(1.0, deadline - self._clock()))
 
     async def _record(self, sweep: _Sweep) -> None:
-        """Record the levels of the SKUs the held variants win, clearing the marks of those
-        SKUs' variants at the generation read now; other marks (SKUs won by a variant read
-        elsewhere) are timed for the flusher, and every one if the record fails."""
-        held, sweep.held = sweep.held, _Held()
+        """Record the held variants' levels and clear their marks; let them go."""
+        held, sweep.held, sweep.fresh = sweep.held, _Held(), {}
+        await self._levels(held, clear=True)
+        self._engine.last_read.update(dict.fromkeys(held.rows, sweep.started))
+
+    async def _levels(self, held: _Held, *, clear: bool) -> None:
+        """Record the levels of the SKUs the held variants win; with ``clear``, clear the
+        marks of those SKUs' variants at the generation read now and time the others (SKUs
+        won by a variant read elsewhere) for the flusher, and every one if the record fails."""
         if not held.rows:
             return
         pool = self._db.pool
@@ -215,15 +257,16 @@ class ColdSweep:
         won = {sku: w for sku, w in winners.items() if w.id in held.rows}
         settled = set(await mirror.live_variant_ids_by_skus(pool, list(won)))
         settled |= {v.id for v in known if not v.sku}
-        marks = await stored_marks.variant_marks(pool, sorted(settled))
+        gens = (await stored_marks.variant_marks(pool, sorted(settled))).gens if clear else {}
         try:
             items = await self._engine.items_for(list(won))
-            await self._engine.record(won, held.rows, items, reason=REASON, gens=marks.gens)
+            await self._engine.record(won, held.inventory(), items, reason=REASON, gens=gens)
         except Exception:
-            self._timed(held.marked)
+            if clear:
+                self._timed(held.marked)
             raise
-        self._engine.last_read.update(dict.fromkeys(held.rows, sweep.started))
-        self._timed(held.marked - settled)
+        if clear:
+            self._timed(held.marked - settled)
 
     async def _abandon(self, sweep: _Sweep, why: str) -> ColdResult:
         """Mirror what is held with its marks (the flusher reads it); the rest is the

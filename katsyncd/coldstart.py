@@ -55,6 +55,7 @@ COUNT_MARGIN = timedelta(seconds=5)  # variants counted: created this long befor
 # Levels are recorded for the first complete variants at once, then per this many: one
 # BigCommerce write holds up to MAX_WRITE_ITEMS items, a record per page would send 125.
 RECORD_VARIANTS = MAX_WRITE_ITEMS
+ANALYZE_FROM = 1000  # variants mirrored before the first ANALYZE (then at every doubling)
 
 TimeFn = Callable[[Collection[int]], None]  # StaleMarks.time_variants: marks already durable
 Reader = AsyncGenerator[InventoryPage, None]
@@ -110,6 +111,7 @@ class _Sweep:
     held: _Held = field(default_factory=_Held)
     fresh: dict[int, list[Compact]] = field(default_factory=dict)  # no levels recorded yet
     settles: int = 0
+    analyzed: int = 0  # variants mirrored at the last ANALYZE
     pages: int = 0
     variants: int = 0
     counted: int = 0  # live product variants created before ``started - COUNT_MARGIN``
@@ -214,6 +216,9 @@ class ColdSweep:
         stores indexed so far (the marks stay, the rows wait for the other catalogues)."""
         fresh, sweep.fresh = sweep.fresh, {}
         sweep.settles += 1
+        if sweep.variants >= max(ANALYZE_FROM, 2 * sweep.analyzed):
+            await mirror.analyze(self._db.pool)  # a mirror that doubled: fresh statistics
+            sweep.analyzed = sweep.variants
         if not self._catalogs_awaited() or sweep.held.count >= HOLD_ROWS:
             await self._record(sweep)
         else:

@@ -346,3 +346,8 @@ FROM unnest($2::text[], $3::int[], $4::int[]) AS t(item_key, location_id, q)
 WHERE l.store = $1 AND l.item_key = t.item_key AND l.location_id = t.location_id
   AND l.pushed IS DISTINCT FROM t.q
   AND (l.pushed_at IS NULL OR l.pushed_at < $5)
+
+-- name: analyze_sync_tables
+-- Fresh statistics for the tables a cold start fills from nothing: the planner would otherwise
+-- still think them empty and scan every row once per value of an ``= ANY($1)`` filter.
+ANALYZE katana_variant, stale_variant, bc_item, item_level

@@ -4,15 +4,19 @@ first levels together, instead of a ``/variants`` sweep followed by an ``/invent
 One stream per Katana location (``location_id=…``; with one location, the unfiltered read),
 read furthest-behind first through ``VariantAssembler``: a variant is complete once every
 stream has passed it. Complete variants are mirrored at once, with their stale marks in the
-same transaction (``mirror.apply_variants``), and their levels are recorded clearing those
-marks at the generation read just before (``Engine.record``), so the first BigCommerce write
-follows the first pages, and a crash in between leaves marks the flusher reads after the
-restart. While some store's first catalogue read is under way (and not failing, S9) the rows
-of complete variants are held, at most ``HOLD_ROWS`` of them, so their levels include that
-store; a catalogue indexed meanwhile marks the mirrored ones, and the record that follows
-clears those marks too (the flusher skips a key whose mark is gone). Past ``HOLD_ROWS`` they
-are recorded anyway and that store's catalogue marks them for the flusher. At the end of the
-sweep the last rows wait for such a read at most ``CATALOG_WAIT_SECONDS``.
+same transaction (``mirror.apply_variants``), and their rows are held (compact: integral
+quantities as ints). The first complete variants, then every ``RECORD_VARIANTS`` more, get
+their levels recorded for the stores whose catalogue is indexed, so the first BigCommerce
+write follows the first pages. While some store's first catalogue read is under way (and
+its reads are not failing: S9) the marks stay and the rows wait, at most ``HOLD_ROWS`` of
+them, so that store's levels need no second read; otherwise (and at the end of the sweep,
+after waiting for such a read at most ``CATALOG_WAIT_SECONDS``) the levels are recorded
+clearing the marks at the generation read just before (``Engine.record``). A crash before
+that leaves the marks, which the flusher reads after the restart; a catalogue indexed while
+the rows wait marks mirrored variants too, and the record that follows clears those marks
+(the flusher skips a key whose mark is gone). Past ``HOLD_ROWS`` the rows are recorded and
+let go, and that store's catalogue marks them for the flusher. As the mirror doubles the
+tables it fills are analyzed (the planner would otherwise still think them empty).
 
 What the spec leaves loose is checked, never assumed; the sweep is abandoned (held variants
 mirrored and marked, the caller runs the ``/variants`` sweep, which marks what is new: the old
@@ -280,7 +284,12 @@ class ColdSweep:
         held, sweep.held = sweep.held, _Held()
         self._timed(held.marked)
         log.warning("cold_sweep_abandoned", why=why, pages=sweep.pages, variants=sweep.variants)
+        self._count_plan(False)
         return ColdResult(False, sweep.newest, sweep.pages, sweep.variants, why)
+
+    def _count_plan(self, complete: bool) -> None:
+        plan = "cold_sweep" if complete else "cold_sweep_fallback"
+        self._engine.metrics.katana_read_plans.labels(endpoint="/inventory", plan=plan).inc()
 
     async def _check_count(self, sweep: _Sweep) -> ColdResult:
         """Compare Katana's count of live product variants created before the sweep with the
@@ -298,4 +307,5 @@ class ColdSweep:
             complete=complete,
         )
         why = "" if complete else "variants_without_inventory"
+        self._count_plan(complete)
         return ColdResult(complete, sweep.newest, sweep.pages + 1, sweep.variants, why)

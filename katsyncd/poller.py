@@ -155,15 +155,15 @@ class Poller:
                 return await self.expand_product_marks(db_start)
         newest: datetime | None = None
         marked = 0
+        # With a cold sweep a catalogue may be indexed already: what the mirror gains from
+        # this read (the sweep's fallback) is marked, as on any later poll.
+        plain = since is None and self._cold is None
         async for page in self.katana.variants(
             updated_at_min=None if since is None else since - WATERMARK_OVERLAP,
             include_deleted=since is not None,
             product_only=True,
             priority=Priority.POLL,
         ):
-            # After a cold sweep (or with one configured) a catalogue may be indexed already:
-            # what the mirror gains is marked, as on any later poll.
-            plain = since is None and self._cold is None
             marked += await self._apply_variants(page, bootstrap=plain)
             newest = (
                 max([newest or page[0].updated_at, *(v.updated_at for v in page)])

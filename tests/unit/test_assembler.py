@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from katsyncd.assembler import VariantAssembler
-from katsyncd.coldstart import _Sweep
+from katsyncd.coldstart import _Sweep, compact, expand
 from katsyncd.katana import InventoryPage
 from katsyncd.models import InventoryRow, KatanaVariant
 
@@ -91,3 +91,14 @@ def test_the_sweep_is_abandoned_on_a_page_it_cannot_trust() -> None:
     assert shifted.accept(1, sweep_page([3], 3)) == "inventory_changed_during_read"
     unordered = fresh()
     assert unordered.accept(1, sweep_page([2, 1], 2)) == "not_by_variant_id"
+
+
+def test_held_rows_are_compact_and_come_back_equal() -> None:
+    rows = [
+        InventoryRow(9, 1, Decimal("5.00000"), Decimal("0.00000")),
+        InventoryRow(9, 2, Decimal("2.50000"), Decimal("-1")),
+    ]
+    held = [compact(r) for r in rows]
+    assert held == [(1, 5, 0), (2, Decimal("2.5"), -1)]
+    assert isinstance(held[0][1], int)  # integral quantities held as ints
+    assert expand(9, held) == rows  # equal values (Decimal("5") == Decimal("5.00000"))

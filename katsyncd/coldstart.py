@@ -101,9 +101,6 @@ class _Held:
     marked: set[int] = field(default_factory=set)
     count: int = 0  # rows
 
-    def inventory(self) -> dict[int, list[InventoryRow]]:
-        return {v: expand(v, rows) for v, rows in self.rows.items()}
-
 
 @dataclass
 class _Sweep:
@@ -226,7 +223,7 @@ class ColdSweep:
         if not self._catalogs_awaited() or sweep.held.count >= HOLD_ROWS:
             await self._record(sweep)
         else:
-            await self._levels(_Held(rows=fresh), clear=False)
+            await self._levels(fresh, clear=False)
 
     async def _mirror(self, sweep: _Sweep, complete: list[Assembled]) -> dict[int, list[Compact]]:
         """Mirror complete variants with their marks (one transaction); hold their rows."""
@@ -249,33 +246,38 @@ class ColdSweep:
             await wait_stop(event, min(1.0, deadline - self._clock()))
 
     async def _record(self, sweep: _Sweep) -> None:
-        """Record the held variants' levels and clear their marks; let them go."""
+        """Record the held variants' levels (``RECORD_VARIANTS`` at a time: bounded memory),
+        clearing the marks of the SKUs they win; time the other marks (SKUs won by a variant
+        read elsewhere) for the flusher, and every one if a record fails. Let the rows go."""
         held, sweep.held, sweep.fresh = sweep.held, _Held(), {}
-        await self._levels(held, clear=True)
-        self._engine.last_read.update(dict.fromkeys(held.rows, sweep.started))
+        settled: set[int] = set()
+        ids = list(held.rows)
+        try:
+            for i in range(0, len(ids), RECORD_VARIANTS):
+                chunk = {v: held.rows[v] for v in ids[i : i + RECORD_VARIANTS]}
+                settled |= await self._levels(chunk, clear=True)
+        except Exception:
+            self._timed(held.marked)
+            raise
+        self._engine.last_read.update(dict.fromkeys(ids, sweep.started))
+        self._timed(held.marked - settled)
 
-    async def _levels(self, held: _Held, *, clear: bool) -> None:
-        """Record the levels of the SKUs the held variants win; with ``clear``, clear the
-        marks of those SKUs' variants at the generation read now and time the others (SKUs
-        won by a variant read elsewhere) for the flusher, and every one if the record fails."""
-        if not held.rows:
-            return
+    async def _levels(self, rows: dict[int, list[Compact]], *, clear: bool) -> set[int]:
+        """Record the levels of the SKUs these variants win; with ``clear``, clear the marks
+        of those SKUs' variants at the generation read now. Returns those variants."""
+        if not rows:
+            return set()
         pool = self._db.pool
-        known = await mirror.variants_by_ids(pool, list(held.rows))
+        known = await mirror.variants_by_ids(pool, list(rows))
         winners = await self._engine.winners_for_skus(sorted({v.sku for v in known if v.sku}))
-        won = {sku: w for sku, w in winners.items() if w.id in held.rows}
+        won = {sku: w for sku, w in winners.items() if w.id in rows}
         settled = set(await mirror.live_variant_ids_by_skus(pool, list(won)))
         settled |= {v.id for v in known if not v.sku}
         gens = (await stored_marks.variant_marks(pool, sorted(settled))).gens if clear else {}
-        try:
-            items = await self._engine.items_for(list(won))
-            await self._engine.record(won, held.inventory(), items, reason=REASON, gens=gens)
-        except Exception:
-            if clear:
-                self._timed(held.marked)
-            raise
-        if clear:
-            self._timed(held.marked - settled)
+        items = await self._engine.items_for(list(won))
+        inventory = {w.id: expand(w.id, rows[w.id]) for w in won.values()}
+        await self._engine.record(won, inventory, items, reason=REASON, gens=gens)
+        return settled
 
     async def _abandon(self, sweep: _Sweep, why: str) -> ColdResult:
         """Mirror what is held with its marks (the flusher reads it); the rest is the

@@ -111,8 +111,14 @@ def build(
     session: aiohttp.ClientSession,
     metrics: Metrics,
     rng: random.Random,
+    *,
+    cold_start: bool = True,
 ) -> Parts:
-    """Every component, from the config (no I/O: the pool is opened by the caller)."""
+    """Every component, from the config (no I/O: the pool is opened by the caller).
+
+    ``cold_start``: the first variants poll of an empty mirror is the ``/inventory?extend=
+    variant`` sweep (the daemon); without it, the ``/variants`` sweep (a one-shot reconcile,
+    which reads the whole inventory itself right after)."""
     cfg = config.get()
     k = cfg.katana
     limiter = KatanaLimiter(k.requests_per_minute, initial_tokens=KATANA_START_TOKENS)
@@ -134,14 +140,18 @@ def build(
     )
     stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng)
     engine = Engine(db, katana, metrics, stores=stores.views)
-    cold = ColdSweep(
-        db,
-        katana,
-        engine,
-        locations=lambda: list(stores.locations),
-        catalogs_awaited=stores.catalogs_awaited,
-        catalog_refreshed=stores.catalog_refreshed,
-        timed=marks.time_variants,
+    cold = (
+        ColdSweep(
+            db,
+            katana,
+            engine,
+            locations=lambda: list(stores.locations),
+            catalogs_awaited=stores.catalogs_awaited,
+            catalog_refreshed=stores.catalog_refreshed,
+            timed=marks.time_variants,
+        )
+        if cold_start
+        else None
     )
     poller = Poller(
         db,
@@ -181,7 +191,7 @@ def apply_katana_config(parts: Parts, new: Config) -> None:
 
 @contextlib.asynccontextmanager
 async def connected(
-    config: ConfigRef, *, metrics: Metrics, rng: random.Random
+    config: ConfigRef, *, metrics: Metrics, rng: random.Random, cold_start: bool = True
 ) -> AsyncIterator[Parts]:
     """The parts with the database open (migrated) and an HTTP session; both closed after."""
     db = database(config.get())
@@ -191,7 +201,7 @@ async def connected(
             timeout=aiohttp.ClientTimeout(total=None),
             headers={"User-Agent": f"katsyncd/{__version__}"},
         ) as session:
-            yield build(config, db, session, metrics, rng)
+            yield build(config, db, session, metrics, rng, cold_start=cold_start)
     finally:
         await db.close()
 
@@ -203,7 +213,10 @@ async def build_offline(
     """For one-shot commands: the parts connected, Katana's locations read (the stores' rules
     resolved), no loop or listener running."""
     async with connected(
-        ConfigRef(config), metrics=metrics or Metrics(), rng=rng or random.Random()
+        ConfigRef(config),
+        metrics=metrics or Metrics(),
+        rng=rng or random.Random(),
+        cold_start=False,  # a reconcile reads the whole inventory itself
     ) as parts:
         await refresh_locations(parts.katana, parts.db, parts.stores)
         yield parts

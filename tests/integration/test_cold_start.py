@@ -164,3 +164,27 @@ async def test_each_loose_reading_alone_falls_back_only_when_it_must(
         assert swept == (quirk.inventory_order == "newest_first" or locations > 1)
     finally:
         await world.stop()
+
+
+async def test_variants_no_store_sells_are_neither_read_nor_re_checked(db_url: str) -> None:
+    """A fallback marks every variant it mirrors, possibly before any catalogue is indexed:
+    their flush reads nothing, and none is taken for gone ("no inventory rows") and re-read
+    through /variants."""
+    sim = KatanaSim(requests_per_minute=6000, webhook_retry_delays=())
+    await sim.start()
+    db = Database(db_url)
+    await db.open()
+    try:
+        loc = sim.add_location("Main")
+        ids = [sim.add_product_variant(f"NS-{i}", in_stock={loc: i}) for i in range(60)]
+        async with aiohttp.ClientSession() as session:
+            katana = KatanaClient(session, sim.base_url, sim.api_key, KatanaLimiter(6000))
+            async for page in katana.variants(product_only=True):
+                await mirror.upsert_variants(db.pool, page)
+            before = len(sim.request_log)
+            engine = Engine(db, katana, Metrics(), stores=list)
+            assert await engine.refresh(ids, reason="test") == 0
+        assert sim.request_log[before:] == []
+    finally:
+        await db.close()
+        await sim.stop()

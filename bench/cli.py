@@ -1,9 +1,11 @@
-"""``python -m bench [--quick] [--scenario NAME ...] [--json FILE] [--markdown FILE]
+"""``python -m bench [--quick] [--runs N] [--scenario NAME ...] [--json FILE] [--markdown FILE]
 [--pessimistic] [--array-filter-limit N [--array-filter-over-limit ignore|reject]]``.
 
-Runs the scenarios one after another, prints the comparison table (rich) and exits 0 when
-every scenario ran, whatever the figures: targets are reported, not asserted. A scenario that
-crashes gets an ``error`` row and the exit status is 1.
+Runs each scenario ``--runs`` times (default 3 for the full profile, 1 for ``--quick``), one
+after another, prints the comparison table (rich: the median of the runs with their min and
+max) and exits 0 when every run of every scenario ran, whatever the figures: targets are
+reported, not asserted (judged on the median). A run that crashes gets an ``error`` row and
+the exit status is 1.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench.profiles import PROFILES
 from bench.report import (
     Results,
     Row,
+    aggregate,
     command_line,
     machine,
     markdown,
@@ -37,10 +40,20 @@ from bench.report import (
 from bench.scenarios import SCENARIOS
 from katsyncd.sim.quirks import Quirks, pessimistic
 
+FULL_RUNS = 3  # one run is not a figure: the spread between runs is reported too
+QUICK_RUNS = 1  # --quick runs in the test suite
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--quick", action="store_true", help="tiny sizes, raised quotas (CI)")
+    p.add_argument(
+        "--runs",
+        type=_positive,
+        metavar="N",
+        help="run each scenario N times; the table shows median, min and max "
+        "(default: 3, or 1 with --quick)",
+    )
     p.add_argument(
         "--scenario",
         action="append",
@@ -72,6 +85,22 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _runs(args: argparse.Namespace) -> int:
+    if args.runs is not None:
+        return int(args.runs)
+    return QUICK_RUNS if args.quick else FULL_RUNS
+
+
 def _quirks(args: argparse.Namespace) -> Quirks | None:
     """The simulators' quirks asked for on the command line (None: the optimistic default)."""
     quirks = pessimistic() if args.pessimistic else Quirks()
@@ -88,7 +117,8 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Results, 
     profile = PROFILES["quick" if args.quick else "full"]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="katsyncd-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    results = Results(profile.name, command_line(argv), now_iso(), machine())
+    runs = _runs(args)
+    results = Results(profile.name, command_line(argv), now_iso(), machine(), runs=runs)
     ok = True
     async with PgServer(args.database_url) as pg:
         quirks = _quirks(args)
@@ -97,21 +127,34 @@ async def _run(args: argparse.Namespace, argv: Sequence[str]) -> tuple[Results, 
         if quirks is not None:
             ctx.say("bench", f"simulator quirks: {quirks}")
         for name in args.scenario or list(SCENARIOS):
-            ok &= await _scenario(ctx, name)
+            ok &= await _scenario(ctx, name, runs)
     return results, ok
 
 
-async def _scenario(ctx: Context, name: str) -> bool:
+async def _scenario(ctx: Context, name: str, runs: int) -> bool:
+    """Run one scenario ``runs`` times; add its rows aggregated over the runs."""
+    each: list[list[Row]] = []
+    ok = True
+    for run in range(1, runs + 1):
+        ctx.run_label = f"run {run}/{runs}" if runs > 1 else ""
+        rows, ran = await _one_run(ctx, name)
+        each.append(rows)
+        ok &= ran
+    ctx.run_label = ""
+    ctx.results.add(aggregate(each))
+    return ok
+
+
+async def _one_run(ctx: Context, name: str) -> tuple[list[Row], bool]:
     started = time.monotonic()
     try:
-        ctx.results.add(await SCENARIOS[name](ctx))
+        return await SCENARIOS[name](ctx), True
     except Exception as exc:
         ctx.console.print(traceback.format_exc())
-        ctx.results.add([Row(name, "error", "", None, None, note=f"{type(exc).__name__}: {exc}")])
-        return False
+        ctx.note(name, f"error: {type(exc).__name__}: {exc}")
+        return [Row(name, "error", "", None, None, note=f"{type(exc).__name__}: {exc}")], False
     finally:
         ctx.say(name, f"done in {time.monotonic() - started:.0f} s")
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:

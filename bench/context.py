@@ -29,13 +29,15 @@ class Context:
     started: float = field(default_factory=time.monotonic)
     profile_dir: Path | None = None
     quirks: Quirks | None = None  # how the simulators play loosely documented behaviours
+    run_label: str = ""  # "run 2/3" while a scenario runs several times
 
     def say(self, scenario: str, message: str) -> None:
         elapsed = time.monotonic() - self.started
-        self.console.print(f"[dim]{elapsed:6.1f} s[/] [bold]{scenario}[/]: {message}")
+        run = f" ({self.run_label})" if self.run_label else ""
+        self.console.print(f"[dim]{elapsed:6.1f} s[/] [bold]{scenario}[/]{run}: {message}")
 
     def note(self, scenario: str, text: str) -> None:
-        self.results.note(scenario, text)
+        self.results.note(scenario, f"{self.run_label}: {text}" if self.run_label else text)
 
     @contextlib.asynccontextmanager
     async def profiled(self, system: System, label: str) -> AsyncIterator[None]:

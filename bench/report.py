@@ -11,8 +11,9 @@ import math
 import os
 import platform
 import shlex
+import statistics
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,16 +52,43 @@ class Target:
         return f"{delta:+.4g}{self.unit}{rel}"
 
 
+@dataclass(frozen=True, slots=True)
+class Spread:
+    """One figure over several runs: median, min and max of the runs that had a value."""
+
+    median: float | None
+    low: float | None
+    high: float | None
+    present: int  # runs with a value
+    runs: int
+
+    def as_dict(self, prefix: str) -> dict[str, float | None]:
+        return {
+            f"{prefix}_median": self.median,
+            f"{prefix}_min": self.low,
+            f"{prefix}_max": self.high,
+        }
+
+
+def spread(values: Sequence[float | None]) -> Spread:
+    present = [v for v in values if v is not None]
+    if not present:
+        return Spread(None, None, None, 0, len(values))
+    return Spread(statistics.median(present), min(present), max(present), len(present), len(values))
+
+
 @dataclass(slots=True)
 class Row:
     scenario: str
     metric: str
     unit: str
-    katsyncd: float | None
+    katsyncd: float | None  # with several runs: their median
     baseline: float | None
     target: Target | None = None
     note: str = ""
     baseline_note: str = ""  # shown instead of / next to the baseline value
+    katsyncd_runs: list[float | None] = field(default_factory=list)  # each run's figure
+    baseline_runs: list[float | None] = field(default_factory=list)
 
     @property
     def ratio(self) -> float | None:
@@ -72,13 +100,56 @@ class Row:
     def met(self) -> bool | None:
         return None if self.target is None else self.target.met(self.katsyncd)
 
+    def spreads(self) -> tuple[Spread, Spread]:
+        """(katsyncd, baseline) over the runs (one run: the figure itself)."""
+        return (
+            spread(self.katsyncd_runs or [self.katsyncd]),
+            spread(self.baseline_runs or [self.baseline]),
+        )
+
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        k, b = self.spreads()
+        data["runs"] = k.runs
+        data["katsyncd_runs"] = self.katsyncd_runs or [self.katsyncd]
+        data["baseline_runs"] = self.baseline_runs or [self.baseline]
+        data |= k.as_dict("katsyncd") | b.as_dict("baseline")
         data["target"] = None if self.target is None else self.target.text()
         data["met"] = self.met
         data["miss"] = None if self.target is None else self.target.miss(self.katsyncd) or None
         data["ratio"] = self.ratio
         return data
+
+
+def aggregate(runs: Sequence[Sequence[Row]]) -> list[Row]:
+    """One row per (scenario, metric) over several runs of the same scenarios: the median of
+    each side, every run's figure kept (a run without the row counts as no value); the
+    target is judged on the median. The notes are the distinct notes of the runs."""
+    keyed = [{(r.scenario, r.metric): r for r in run} for run in runs]
+    keys = list(dict.fromkeys(key for run in keyed for key in run))
+    return [_aggregate_row([run.get(key) for run in keyed]) for key in keys]
+
+
+def _aggregate_row(rows: Sequence[Row | None]) -> Row:
+    first = next(r for r in rows if r is not None)
+    k = [None if r is None else r.katsyncd for r in rows]
+    b = [None if r is None else r.baseline for r in rows]
+    return Row(
+        first.scenario,
+        first.metric,
+        first.unit,
+        spread(k).median,
+        spread(b).median,
+        first.target,
+        note=_distinct(r.note for r in rows if r is not None),
+        baseline_note=_distinct(r.baseline_note for r in rows if r is not None),
+        katsyncd_runs=k,
+        baseline_runs=b,
+    )
+
+
+def _distinct(notes: Iterable[str]) -> str:
+    return "; ".join(dict.fromkeys(n for n in notes if n))
 
 
 @dataclass
@@ -90,6 +161,7 @@ class Results:
     rows: list[Row] = field(default_factory=list)
     notes: dict[str, list[str]] = field(default_factory=dict)
     seconds: float = 0.0
+    runs: int = 1  # each scenario ran this many times (rows: median, min, max)
 
     def add(self, rows: Sequence[Row]) -> None:
         self.rows.extend(rows)
@@ -103,6 +175,7 @@ class Results:
             "command": self.command,
             "started": self.started,
             "seconds": round(self.seconds, 1),
+            "runs": self.runs,
             "machine": self.machine,
             "rows": [r.as_dict() for r in self.rows],
             "notes": self.notes,
@@ -128,11 +201,26 @@ def _num(value: float | None) -> str:
     return f"{value:.3f}"
 
 
-def fmt_value(value: float | None, unit: str, note: str = "") -> str:
+def fmt_value(value: float | None, unit: str, note: str = "", runs: Spread | None = None) -> str:
+    """A figure with its unit; over several runs the median, then "(min …, max …)" when they
+    differ and how many runs had none."""
     shown = _num(value) + (f" {unit}" if unit and value is not None else "")
+    if runs is not None and runs.runs > 1 and value is not None:
+        if _num(runs.low) != _num(runs.high):
+            shown += f" (min {_num(runs.low)}, max {_num(runs.high)})"
+        if runs.present < runs.runs:
+            shown += f" [{runs.runs - runs.present} of {runs.runs} runs: none]"
     if note:
         return f"{shown} ({note})" if value is not None else note
     return shown
+
+
+def fmt_cells(r: Row) -> tuple[str, str]:
+    """The katsyncd and baseline cells of a row."""
+    k, b = r.spreads()
+    return fmt_value(r.katsyncd, r.unit, r.note, k), fmt_value(
+        r.baseline, r.unit, r.baseline_note, b
+    )
 
 
 def fmt_ratio(ratio: float | None) -> str:
@@ -153,11 +241,13 @@ def fmt_met(row: Row) -> str:
     return f"NO {row.target.miss(row.katsyncd)}"
 
 
+def title(results: Results) -> str:
+    runs = f", median (min, max) of {results.runs} runs" if results.runs > 1 else ""
+    return f"katsyncd vs baseline — {results.profile} profile, {results.started}{runs}"
+
+
 def table(results: Results) -> Table:
-    t = Table(
-        title=f"katsyncd vs baseline — {results.profile} profile, {results.started}",
-        show_lines=False,
-    )
+    t = Table(title=title(results), show_lines=False)
     for col, justify in (
         ("scenario", "left"),
         ("metric", "left"),
@@ -176,8 +266,7 @@ def table(results: Results) -> Table:
         t.add_row(
             r.scenario,
             r.metric,
-            fmt_value(r.katsyncd, r.unit, r.note),
-            fmt_value(r.baseline, r.unit, r.baseline_note),
+            *fmt_cells(r),
             fmt_ratio(r.ratio),
             "" if r.target is None else r.target.text(),
             fmt_met(r),
@@ -201,8 +290,7 @@ def markdown(results: Results) -> str:
         cells = [
             r.scenario,
             r.metric,
-            fmt_value(r.katsyncd, r.unit, r.note),
-            fmt_value(r.baseline, r.unit, r.baseline_note),
+            *fmt_cells(r),
             fmt_ratio(r.ratio),
             "" if r.target is None else r.target.text(),
             fmt_met(r),

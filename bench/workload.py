@@ -21,15 +21,28 @@ STOCK_EVENT = "current_inventory.product_updated"
 WORKLOAD_SEED = 1234
 
 
+@dataclass(frozen=True, slots=True)
+class Mix:
+    """Shares of a burst's operations (the rest are stock adjustments)."""
+
+    create: float  # sales orders created
+    pack: float  # burst orders packed (when one is open)
+
+
+STOCK_HEAVY = Mix(create=0.25, pack=0.15)  # the burst scenario
+ORDER_HEAVY = Mix(create=0.55, pack=0.35)  # burst-orders: a sale-day minute
+
+
 @dataclass
 class BurstDriver:
     """Operations on ``touched`` variants: sales orders created (1 webhook), burst orders
     packed (2 webhooks: updated + packed), stock adjustments announced with
-    ``current_inventory.product_updated`` (1 webhook). Adjustments first walk every touched
-    variant once, so all of them really change."""
+    ``current_inventory.product_updated`` (1 webhook), in the shares ``mix`` gives.
+    Adjustments first walk every touched variant once, so all of them really change."""
 
     katana: KatanaSim
     touched: list[int]
+    mix: Mix = STOCK_HEAVY
     rng: random.Random = field(default_factory=lambda: random.Random(WORKLOAD_SEED))
     open_orders: list[int] = field(default_factory=list)
     _walk: list[int] = field(default_factory=list)
@@ -43,9 +56,9 @@ class BurstDriver:
     def step(self) -> int:
         """Do one operation; returns how many webhooks it emitted (one subscriber)."""
         r = self.rng.random()
-        if r < 0.25:
+        if r < self.mix.create:
             return self._create_order()
-        if r < 0.40 and self.open_orders:
+        if r < self.mix.create + self.mix.pack and self.open_orders:
             return self._pack()
         return self._adjust()
 

@@ -53,13 +53,15 @@ async def build_world(
     bc_quota: int,
     stores: int = 2,
     quirks: Quirks | None = None,
+    locations: int = 2,
 ) -> World:
-    """``variants`` Katana product variants on 2 locations; store "a" sells every SKU as a
-    simple product tracked by product; store "b" (if ``stores`` is 2) sells every other SKU as
-    variants (5 per product) tracked by variant. Both push In stock - Committed."""
+    """``variants`` Katana product variants on ``locations`` locations; store "a" sells every
+    SKU as a simple product tracked by product; store "b" (if ``stores`` is 2) sells every
+    other SKU as variants (5 per product) tracked by variant. Both push In stock - Committed
+    over every location."""
     world = await World.start(katana_rpm=katana_rpm, bc_quota=bc_quota, quirks=quirks)
     with history(world.katana, HISTORY_SECONDS, records=2 * variants + 10):
-        world.katana.populate(variants, locations=2, seed=SEED, sku_prefix=SKU_PREFIX)
+        world.katana.populate(variants, locations=locations, seed=SEED, sku_prefix=SKU_PREFIX)
     all_skus = skus(variants)
     world.add_store("a", all_skus, tracking="product")
     if stores >= 2:

@@ -204,6 +204,11 @@ class BigCommerceClient:
         return f"BigCommerceClient({self._root!r})"
 
     @property
+    def reads_failing(self) -> bool:
+        """The last read attempt failed (5xx, timeout, connection) and none succeeded since."""
+        return self._read_hooks.failing
+
+    @property
     def writes_in_flight(self) -> int:
         """Write requests on the wire now (shutdown waits for these)."""
         return self._write_hooks.on_wire
@@ -388,6 +393,7 @@ class _BcHooks:
         self, limiter: BcLimiter, metrics: Metrics | None, store: str, *, write: bool
     ) -> None:
         self.on_wire = 0
+        self.failing = False  # the last attempt failed (5xx, timeout, connection), none since
         self._limiter = limiter
         self._metrics = metrics
         self._store = store
@@ -411,9 +417,11 @@ class _BcHooks:
         self.count_failure("rate_limited")
 
     def failed(self, request: Request, outcome: Transient) -> None:
+        self.failing = True
         self.count_failure("timeout" if outcome.kind == "timeout" else "server_error")
 
     def succeeded(self, request: Request, reply: Reply) -> None:
+        self.failing = False
         self._limiter.on_success()
 
     def refused(self, request: Request, outcome: Refused) -> BcError:

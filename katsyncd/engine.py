@@ -101,7 +101,7 @@ class Engine:
         winners = await self._winners_for(variant_ids, priority)
         items = await self._items_for(winners.keys())
         inventory = await self._read_winners(winners, items, priority)
-        if await self._confirm_live(winners, inventory, priority):
+        if await self._confirm_live(winners, inventory, items, priority):
             # A winner without inventory rows was deleted or archived since the mirror saw it
             # (S10): with the mirror corrected, the next winner of its SKU (if any) is read.
             winners = await self.winners_for_skus(list(winners))
@@ -137,14 +137,17 @@ class Engine:
         self,
         winners: Mapping[str, KatanaVariant],
         inventory: Mapping[int, list[InventoryRow]],
+        items: Mapping[tuple[str, str], list[BcItem]],
         priority: Priority,
     ) -> bool:
         """Re-read winners that came back with no inventory rows; True if any is gone.
 
         Katana's /inventory leaves out deleted and archived variants, so "no rows" is either a
         variant with no stock records yet or one that stopped syncing. /variants tells which.
+        Only winners that were read count (``_read_winners`` reads those some store sells).
         """
-        empty = [v.id for v in winners.values() if v.id not in inventory]
+        sold = {sku for _, sku in items}
+        empty = [v.id for sku, v in winners.items() if sku in sold and v.id not in inventory]
         if not empty:
             return False
         seen = await self._fetch_variants(empty, priority)

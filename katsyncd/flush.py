@@ -219,6 +219,11 @@ def flush_variants(db: Database, engine: Engine, metrics: Metrics) -> Handler:
 
     async def flush(batch: list[int]) -> None:
         marks = await stored.variant_marks(db.pool, batch)
+        # Every mark is durable before it is timed; one no longer stored was answered since
+        # (a record cleared it at its generation, e.g. the cold sweep's): nothing to read.
+        batch = [v for v in batch if v in marks.gens]
+        if not batch:
+            return
         started = time.monotonic()
         changed = await engine.refresh(
             batch, reason=marks.reason, gens=marks.gens, stale_since=marks.since

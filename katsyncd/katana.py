@@ -17,6 +17,7 @@ import json
 import math
 import random
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -334,6 +335,14 @@ class KatanaClient:
         self, path: str, params: Params, *, priority: Priority
     ) -> tuple[list[dict[str, Any]], bool, int | None]:
         """One page: (rows, is_last_page, total_pages from X-Pagination or None)."""
+        rows, last, info = await self._get_page_info(path, params, priority=priority)
+        total = info["total_pages"]
+        return rows, last, total if isinstance(total, int) else None
+
+    async def _get_page_info(
+        self, path: str, params: Params, *, priority: Priority
+    ) -> tuple[list[dict[str, Any]], bool, dict[str, int | bool | None]]:
+        """One page: (rows, is_last_page, X-Pagination as ``parse_pagination`` reads it)."""
         reply = await self._call(
             "GET", path, endpoint=path, priority=priority, params=params, shape=ROWS
         )
@@ -342,11 +351,10 @@ class KatanaClient:
         header = reply.headers.get("X-Pagination")
         last = is_last_page(header, len(rows), limit)
         info = parse_pagination(header)
-        total = info["total_pages"]
         records = info["total_records"]
         if path == "/inventory" and isinstance(records, int) and not _filtered(params):
             self._inventory_rows = records
-        return rows, last, total if isinstance(total, int) else None
+        return rows, last, info
 
     async def pages(
         self, path: str, params: Params, *, priority: Priority, on_page: PageHook | None = None
@@ -432,6 +440,46 @@ class KatanaClient:
         if self._metrics is not None:
             self._metrics.katana_read_plans.labels(endpoint="/inventory", plan="sweep").inc()
         return result
+
+    async def inventory_with_variants(
+        self, *, location_id: int | None = None, priority: Priority = Priority.POLL
+    ) -> AsyncGenerator[InventoryPage, None]:
+        """``/inventory?extend=variant`` (of one location, or all), page by page: each row with
+        the variant it embeds (``None`` where the answer left ``variant`` out)."""
+        base: list[tuple[str, str]] = [("extend", "variant")]
+        if location_id is not None:
+            base.append(("location_id", str(location_id)))
+        page = 1
+        while True:
+            paging = [("limit", str(self._page_size)), ("page", str(page))]
+            raw, last, info = await self._get_page_info(
+                "/inventory", [*base, *paging], priority=priority
+            )
+            yield _inventory_page(raw, info["total_records"])
+            if last:
+                return
+            page += 1
+
+    def note_inventory_rows(self, rows: int) -> None:
+        """A full read of ``/inventory`` in location streams counted ``rows`` rows (what an
+        unfiltered read's X-Pagination would have said): the read planner's sweep size."""
+        self._inventory_rows = rows
+
+    async def count_product_variants(
+        self, *, created_before: datetime, priority: Priority = Priority.POLL
+    ) -> int | None:
+        """Live product variants created before ``created_before`` (one request of one row:
+        X-Pagination's ``total_records``), or None when the answer does not say."""
+        params = [
+            ("include_deleted", "false"),
+            ("type", "product"),
+            ("created_at_max", format_datetime(created_before)),
+            ("limit", "1"),
+            ("page", "1"),
+        ]
+        _, _, info = await self._get_page_info("/variants", params, priority=priority)
+        records = info["total_records"]
+        return records if isinstance(records, int) else None
 
     async def all_inventory(
         self, *, priority: Priority = Priority.RECONCILE, on_page: PageHook | None = None
@@ -877,6 +925,33 @@ def _parse_rows(
         ) from exc
 
 
+@dataclass(frozen=True, slots=True)
+class InventoryPage:
+    """One page of ``/inventory?extend=variant``: its rows, the variant each embeds (None
+    where it embeds none) and the read's ``total_records`` (None if X-Pagination is silent)."""
+
+    rows: list[InventoryRow]
+    variants: list[KatanaVariant | None]
+    total_records: int | None
+
+    @property
+    def extended(self) -> bool:
+        """Every row embedded its variant."""
+        return all(v is not None for v in self.variants)
+
+
+def _inventory_page(raw: Sequence[Mapping[str, Any]], total: int | bool | None) -> InventoryPage:
+    rows = _parse_rows(raw, parse_inventory_row, "/inventory")
+    variants = _parse_rows(raw, _embedded_variant, "/inventory")
+    return InventoryPage(rows, variants, total if isinstance(total, int) else None)
+
+
+def _embedded_variant(row: Mapping[str, Any]) -> KatanaVariant | None:
+    """The ``variant`` an ``extend=variant`` row embeds, or None when it embeds none."""
+    embedded = row.get("variant")
+    return parse_variant(embedded) if isinstance(embedded, Mapping) else None
+
+
 def _id_of(row: KatanaVariant | SalesOrder) -> int:
     return row.id
 
@@ -886,8 +961,8 @@ def _variant_of(row: InventoryRow) -> int:
 
 
 def _filtered(params: Params) -> bool:
-    """Whether a read has any filter (paging aside)."""
-    return any(k not in ("page", "limit") for k, _ in params)
+    """Whether a read has any filter (paging and ``extend`` aside)."""
+    return any(k not in ("page", "limit", "extend") for k, _ in params)
 
 
 def _about_param(exc: KatanaError, param: str) -> bool:

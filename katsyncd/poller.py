@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 
 import structlog
 
+from katsyncd.coldstart import ColdResult, ColdSweep
 from katsyncd.db import Database
 from katsyncd.engine import Engine
 from katsyncd.katana import KatanaClient
@@ -37,8 +38,10 @@ WATERMARK_OVERLAP = timedelta(seconds=5)  # re-read a little: same-millisecond u
 BOOTSTRAP_SKEW = timedelta(minutes=5)  # first watermark is this far before our clock
 CLOCK_SKEW_MARGIN = timedelta(seconds=2)  # between Katana's clock and ours
 MIN_TRIGGERED_POLL_SPACING_SECONDS = 10.0  # webhook-triggered polls coalesce to at most this
-# sales_order_rows runs after sales_orders: a new order is mirrored before its rows are seen.
-POLL_KINDS = ("variants", "sales_orders", "sales_order_rows", "movements", "variant_sweep")
+# sales_order_rows runs after sales_orders: a new order is mirrored before its rows are seen;
+# variants after both: a cold start's first variants poll records levels, which need the
+# open orders' commitments (S4) mirrored.
+POLL_KINDS = ("sales_orders", "sales_order_rows", "variants", "movements", "variant_sweep")
 # A full variant sweep finds archived variants (they vanish without a deleted_at); it costs
 # ceil(variants / 250) requests, so webhook hints may trigger it at most this often.
 MIN_SWEEP_SPACING_SECONDS = 300.0
@@ -69,6 +72,7 @@ class Poller:
         mark_orders: MarkFn | None = None,
         timed: TimeFn | None = None,
         timed_orders: TimeFn | None = None,
+        cold: ColdSweep | None = None,
     ) -> None:
         self.db = db
         self.katana = katana
@@ -80,6 +84,9 @@ class Poller:
         # without these hooks (tests) they are marked again through mark / mark_orders.
         self._timed = timed
         self._timed_orders = timed_orders
+        # The first variants poll of an empty mirror, as one /inventory?extend=variant sweep;
+        # with it, every variant the mirror gains is levelled or marked (see catalog_may_start).
+        self._cold = cold
         # Reads of orders or rows and their writes to the mirror happen under this lock, so a
         # write never replaces what a later read already wrote.
         self._orders_lock = asyncio.Lock()
@@ -131,19 +138,33 @@ class Poller:
         return marked
 
     # ----- variants --------------------------------------------------------------------------
+    def catalog_may_start(self) -> bool:
+        """Whether a store's catalogue may be indexed before the mirror is complete: with a
+        cold sweep every variant mirrored later gets its levels or a stale mark, so no SKU
+        the catalogue names is missed."""
+        return self._cold is not None
+
     async def poll_variants(self) -> int:
         since = await self.watermark("variants")
         start = datetime.now(UTC)
         db_start = await watermarks.db_clock(self.db.pool)
+        if since is None and self._cold is not None:
+            cold = await self._cold_sweep(self._cold)
+            if cold is not None and cold.complete:
+                await self._set_watermark("variants", cold.newest or start - BOOTSTRAP_SKEW)
+                return await self.expand_product_marks(db_start)
         newest: datetime | None = None
         marked = 0
+        # With a cold sweep a catalogue may be indexed already: what the mirror gains from
+        # this read (the sweep's fallback) is marked, as on any later poll.
+        plain = since is None and self._cold is None
         async for page in self.katana.variants(
             updated_at_min=None if since is None else since - WATERMARK_OVERLAP,
             include_deleted=since is not None,
             product_only=True,
             priority=Priority.POLL,
         ):
-            marked += await self._apply_variants(page, bootstrap=since is None)
+            marked += await self._apply_variants(page, bootstrap=plain)
             newest = (
                 max([newest or page[0].updated_at, *(v.updated_at for v in page)])
                 if page
@@ -151,6 +172,12 @@ class Poller:
             )
         await self._set_watermark("variants", newest or (since or start - BOOTSTRAP_SKEW))
         return marked + await self.expand_product_marks(db_start)
+
+    async def _cold_sweep(self, cold: ColdSweep) -> ColdResult | None:
+        """The cold sweep, after the open orders are mirrored (its levels need them, S4)."""
+        if await self.watermark("sales_orders") is None:
+            await self.poll("sales_orders")
+        return await cold.run()
 
     async def expand_product_marks(self, polled_since: datetime) -> int:
         """Product marks the mirror could not expand when their webhook was committed (see

@@ -197,6 +197,7 @@ class CatalogSchedule:
                 return  # stopped while reading: nothing was written, the next start reads again
             await apply_catalog(rt.config.name, fresh, self._db, self._mark)
             rt.catalog_refreshed_at = time.monotonic()
+            self._stores.catalog_refreshed.set()
         except Exception as exc:
             if isinstance(exc, BcStoreError):
                 rt.writer.set_error(exc.kind, exc.status, str(exc), PRODUCTS_PATH)

@@ -94,6 +94,7 @@ class StoreRegistry:
         self._rng = rng
         self.by_name: dict[str, StoreRuntime] = {}
         self.locations: dict[int, str] = {}
+        self.catalog_refreshed = asyncio.Event()  # set after each successful catalogue read
         self.spawn: Spawn = no_spawn  # the composition root sets its supervisor once running
         # Stores whose rules changed and whose variants are not durably marked yet.
         self.pending_recompute: set[str] = set()
@@ -109,6 +110,14 @@ class StoreRegistry:
     def catalogs_pending(self) -> bool:
         """Some store's first catalogue refresh has not happened yet."""
         return any(rt.catalog_refreshed_at is None for rt in self.by_name.values())
+
+    def catalogs_awaited(self) -> bool:
+        """Some store's first catalogue refresh has not happened yet and its reads are not
+        failing (S9: a store failing from start-up is not waited for)."""
+        return any(
+            rt.catalog_refreshed_at is None and not rt.client.reads_failing
+            for rt in self.by_name.values()
+        )
 
     def add(self, sc: StoreConfig) -> StoreRuntime:
         rt = self._build(sc)

@@ -19,6 +19,7 @@ from pathlib import Path
 import aiohttp
 
 from katsyncd import __version__
+from katsyncd.coldstart import ColdSweep
 from katsyncd.config import Config
 from katsyncd.db import Database
 from katsyncd.engine import Engine
@@ -119,9 +120,15 @@ def build(
     metrics: Metrics,
     rng: random.Random,
     replica: str | None = None,
+    *,
+    cold_start: bool = True,
 ) -> Parts:
     """Every component, from the config (no I/O: the pool is opened by the caller). With a
-    ``replica`` name the parts run under the leader lease (the daemon)."""
+    ``replica`` name the parts run under the leader lease (the daemon).
+
+    ``cold_start``: the first variants poll of an empty mirror is the ``/inventory?extend=
+    variant`` sweep (the daemon); without it, the ``/variants`` sweep (a one-shot reconcile,
+    which reads the whole inventory itself right after)."""
     cfg = config.get()
     lead = (
         None
@@ -151,6 +158,19 @@ def build(
     fence = None if lead is None else lead.fence
     stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng, fence=fence)
     engine = Engine(db, katana, metrics, stores=stores.views)
+    cold = (
+        ColdSweep(
+            db,
+            katana,
+            engine,
+            locations=lambda: list(stores.locations),
+            catalogs_awaited=stores.catalogs_awaited,
+            catalog_refreshed=stores.catalog_refreshed,
+            timed=marks.time_variants,
+        )
+        if cold_start
+        else None
+    )
     poller = Poller(
         db,
         katana,
@@ -160,6 +180,7 @@ def build(
         mark_orders=marks.mark_sales_orders,
         timed=marks.time_variants,
         timed_orders=marks.time_sales_orders,
+        cold=cold,
     )
     for sc in cfg.stores:
         _ = stores.add(sc)
@@ -189,7 +210,12 @@ def apply_katana_config(parts: Parts, new: Config) -> None:
 
 @contextlib.asynccontextmanager
 async def connected(
-    config: ConfigRef, *, metrics: Metrics, rng: random.Random, replica: str | None = None
+    config: ConfigRef,
+    *,
+    metrics: Metrics,
+    rng: random.Random,
+    replica: str | None = None,
+    cold_start: bool = True,
 ) -> AsyncIterator[Parts]:
     """The parts with the database open (migrated) and an HTTP session; both closed after.
     ``replica``: this daemon's name in the leader lease (its connections and requests say it)."""
@@ -202,7 +228,7 @@ async def connected(
         async with aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None), headers=headers
         ) as session:
-            yield build(config, db, session, metrics, rng, replica)
+            yield build(config, db, session, metrics, rng, replica, cold_start=cold_start)
     finally:
         await db.close()
 
@@ -214,7 +240,10 @@ async def build_offline(
     """For one-shot commands: the parts connected, Katana's locations read (the stores' rules
     resolved), no loop or listener running."""
     async with connected(
-        ConfigRef(config), metrics=metrics or Metrics(), rng=rng or random.Random()
+        ConfigRef(config),
+        metrics=metrics or Metrics(),
+        rng=rng or random.Random(),
+        cold_start=False,  # a reconcile reads the whole inventory itself
     ) as parts:
         await refresh_locations(parts.katana, parts.db, parts.stores)
         yield parts
@@ -274,7 +303,13 @@ def daemon_loops(parts: Parts, life: Lifecycle, rng: random.Random) -> DaemonLoo
         rng=rng,
     )
     ready = mirror_ready(parts.poller)
-    catalog = CatalogSchedule(parts.stores, parts.db, marks.mark_variants, config, ready=ready)
+
+    def catalog_ready() -> bool:
+        return parts.poller.catalog_may_start() or ready()
+
+    catalog = CatalogSchedule(
+        parts.stores, parts.db, marks.mark_variants, config, ready=catalog_ready
+    )
     status = StatusReporter(
         life,
         parts.db,

@@ -11,7 +11,7 @@ from bench.scenarios import burst, cold, footprint, ingest, quiet
 Scenario = Callable[[Context], Awaitable[list[Row]]]
 
 SCENARIOS: dict[str, Scenario] = {
-    "burst": burst.run,
+    **{shape.name: burst.scenario(shape) for shape in burst.SHAPES},
     "quiet": quiet.run,
     "ingest": ingest.run,
     "cold": cold.run,

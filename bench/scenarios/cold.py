@@ -25,6 +25,7 @@ from bench.world import Counts, Oracle, build_world, katana_by_endpoint
 from katsyncd.sim.world import World
 
 NAME = "cold"
+WRITE_PATH = "/inventory/adjustments/absolute"
 BASELINE_BC_QUOTA = 1_000_000  # the baseline's BigCommerce phase runs unthrottled, then scaled
 KATANA_PAGE_ROWS = 250
 
@@ -37,6 +38,9 @@ class ColdRun:
     endpoints: dict[str, int] = field(default_factory=dict)
     rows: int = 0
     right: float = 0.0
+    first_write: float | None = None  # seconds after start: the first BigCommerce stock write
+    last_inventory: float | None = None  # ... and the last Katana /inventory page
+    peak_mib: float | None = None  # the process's VmHWM at the end
 
     @property
     def floor(self) -> int:
@@ -76,6 +80,8 @@ async def _katsyncd(ctx: Context, p: Cold) -> ColdRun:
         out.bc_full = {k: float(v) for k, v in out.counts.bc.items()}
         out.endpoints = katana_by_endpoint(world)
         out.right = oracle.fraction_right()
+        _timings(world, system.started_at, out)
+        out.peak_mib = _peak_mib(system)
         ctx.say(NAME, f"katsyncd: right after {out.wall or 0:.1f} s, Katana {out.counts.katana}")
         return out
     finally:
@@ -103,10 +109,34 @@ async def _baseline(ctx: Context, p: Cold) -> ColdRun:
         out.counts = Counts.take(world)
         out.bc_full = _extrapolate(world, out.counts, (await system.status())["initial_skus"])
         out.endpoints = katana_by_endpoint(world)
+        _timings(world, system.started_at, out)
+        out.peak_mib = _peak_mib(system)
         return out
     finally:
         await system.stop()
         await world.stop()
+
+
+def _timings(world: World, started: float, out: ColdRun) -> None:
+    """When the first BigCommerce stock write and the last Katana /inventory page arrived."""
+    writes = [
+        r.at
+        for store in world.stores
+        for r in store.sim.request_log
+        if r.method == "PUT" and r.path == WRITE_PATH and r.status < 300
+    ]
+    # The Katana simulator stamps requests with the wall clock, BigCommerce's with monotonic.
+    wall = time.time() - time.monotonic()
+    pages = [r.at for r in world.katana.request_log if r.path == "/inventory" and r.status < 300]
+    out.first_write = min(writes) - started if writes else None
+    out.last_inventory = max(pages) - wall - started if pages else None
+
+
+def _peak_mib(system: Katsyncd | Baseline) -> float | None:
+    if system.proc is None:
+        return None
+    hwm = system.proc.status_kib("VmHWM")
+    return None if hwm is None else hwm / 1024
 
 
 def _extrapolate(world: World, counts: Counts, done_skus: int) -> dict[str, float]:
@@ -153,6 +183,22 @@ def _rows(p: Cold, k: ColdRun, b: ColdRun) -> list[Row]:
         ),
         Row(
             NAME,
+            "first BigCommerce write, after start",
+            "s",
+            k.first_write,
+            b.first_write,
+            note=_before_last_page(k),
+        ),
+        Row(
+            NAME,
+            "last Katana /inventory page, after start",
+            "s",
+            k.last_inventory,
+            b.last_inventory,
+        ),
+        Row(NAME, "process peak RSS (VmHWM)", "MiB", k.peak_mib, b.peak_mib),
+        Row(
+            NAME,
             "SKUs right at the end",
             "%",
             100 * k.right,
@@ -161,6 +207,12 @@ def _rows(p: Cold, k: ColdRun, b: ColdRun) -> list[Row]:
         ),
     ]
     return rows
+
+
+def _before_last_page(run: ColdRun) -> str:
+    if run.first_write is None or run.last_inventory is None:
+        return ""
+    return "before the last page" if run.first_write < run.last_inventory else "after the last page"
 
 
 def _notes(ctx: Context, p: Cold, k: ColdRun, b: ColdRun) -> None:

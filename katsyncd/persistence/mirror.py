@@ -114,6 +114,11 @@ async def apply_variants(
     return ids
 
 
+async def analyze(ex: Executor) -> None:
+    """Refresh the planner's statistics of the mirror and the tables a cold start fills."""
+    await ex.execute(Q["analyze_sync_tables"])
+
+
 async def variants_by_ids(ex: Executor, ids: Collection[int]) -> list[KatanaVariant]:
     """The mirrored variants among ``ids`` (deleted ones included)."""
     return [variant_from_row(r) for r in await ex.fetch(Q["variants_by_ids"], list(ids))]

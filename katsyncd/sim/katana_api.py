@@ -257,7 +257,12 @@ class KatanaApi:
             )
 
         extend = p.strs("extend") or set()
+        quirks = self._sim.quirks
+        if location_ids is not None and not quirks.inventory_extend_with_location:
+            extend = set()  # this gateway drops ``extend`` when a location is filtered
         found = self._find(request, keys, keep)
+        if quirks.inventory_order == "newest_first":
+            found = sorted(found, key=lambda key: (key[0], -key[1]))
         return paginated(p, found, lambda key: inventory_json(state, key, extend))
 
     async def list_movements(self, request: web.Request) -> web.Response:

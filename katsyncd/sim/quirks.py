@@ -18,6 +18,9 @@ from typing import Literal
 InventoryEventShape = Literal["variant", "product", "no_href"]
 # What a gateway does with more repeated array values (``variant_id=…``) than it accepts.
 OverLimit = Literal["ignore", "reject"]
+# The order of ``/inventory`` rows within one location. The spec only says "sorted order, with
+# the oldest locations appearing first".
+InventoryOrder = Literal["variant_id", "newest_first"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,16 @@ class KatanaQuirks:
     row_edits_bump_order: bool = True
     """Whether editing, moving or deleting a sales-order row bumps the order's own
     ``updated_at`` (undocumented; the rows' ``updated_at`` always moves)."""
+
+    inventory_order: InventoryOrder = "variant_id"
+    """Within one location, ``/inventory`` rows come by ascending ``variant_id``
+    (``variant_id``) or newest variant first (``newest_first``). The spec orders only the
+    locations (oldest first)."""
+
+    inventory_extend_with_location: bool = True
+    """Whether ``GET /inventory?location_id=…&extend=variant`` embeds the ``variant`` (the spec
+    lists both parameters and says nothing of their combination); ``False``: a location filter
+    drops ``extend``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,8 @@ def pessimistic(inventory_event_shape: InventoryEventShape = "product") -> Quirk
             array_filter_limit=20,
             array_filter_over_limit="ignore",
             row_edits_bump_order=False,
+            inventory_order="newest_first",
+            inventory_extend_with_location=False,
         ),
         BigCommerceQuirks(include_fields_keeps_variants=False, errors_name_items=False),
     )

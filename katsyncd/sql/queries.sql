@@ -496,3 +496,7 @@ SELECT pg_notify($1, $2)
 
 -- name: ping
 SELECT 1
+-- name: analyze_sync_tables
+-- Fresh statistics for the tables a cold start fills from nothing: the planner would otherwise
+-- still think them empty and scan every row once per value of an ``= ANY($1)`` filter.
+ANALYZE katana_variant, stale_variant, bc_item, item_level

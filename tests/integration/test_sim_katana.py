@@ -14,11 +14,14 @@ from typing import Any
 
 import aiohttp
 import pytest
+import yaml
 from aiohttp import web
 from multidict import CIMultiDict
+from openapi_schema_validator import OAS31Validator
 
 from katsyncd.sim.katana import KatanaSim
 from katsyncd.sim.quirks import InventoryEventShape, KatanaQuirks
+from tests.support.bcspec import specs_dir
 from tests.support.harness import katana_signature
 
 KEY = "test-katana-key"
@@ -822,3 +825,58 @@ def test_rows_of_shipped_orders_are_frozen() -> None:
     with pytest.raises(KeyError):
         sim.move_sales_order_row(row, v)
     assert sim.committed_katana(v) == 0
+
+
+# ---------------------------------------------------------------------- /inventory?extend=variant
+
+
+def katana_spec_validator(schema: str) -> Any:
+    """A validator of one component schema of Katana's OpenAPI file (read where it lies,
+    next to BigCommerce's: ``specs_dir()/../katana/katana-openapi.yaml``; OpenAPI 3.1)."""
+    path = specs_dir().parent / "katana" / "katana-openapi.yaml"
+    document = yaml.safe_load(path.read_text())
+    root = {"$ref": f"#/components/schemas/{schema}", "components": document["components"]}
+    return OAS31Validator(root)
+
+
+@pytest.mark.parametrize(
+    ("quirk", "embedded"),
+    [(KatanaQuirks(), True), (KatanaQuirks(inventory_extend_with_location=False), False)],
+    ids=["extend-with-location", "location-drops-extend"],
+)
+async def test_inventory_extend_variant_is_shaped_as_the_spec_says(
+    client: aiohttp.ClientSession, quirk: KatanaQuirks, embedded: bool
+) -> None:
+    sim = KatanaSim(quirks=quirk)
+    await sim.start()
+    try:
+        ids = sim.populate(30, locations=2, seed=4)
+        whole = await get(client, sim, "/inventory", {"extend": "variant"})
+        one = await get(client, sim, "/inventory", {"extend": "variant", "location_id": "2"})
+    finally:
+        await sim.stop()
+    validator = katana_spec_validator("InventoryListResponse")
+    for answer in (whole, one):
+        assert answer.status == 200
+        assert [e.message for e in validator.iter_errors(answer.body)] == []
+    assert all(r["variant"]["id"] == r["variant_id"] for r in whole.body["data"])
+    assert {r["variant"]["id"] for r in whole.body["data"]} >= set(ids)
+    assert all(r["location_id"] == 2 for r in one.body["data"])
+    assert all(("variant" in r) == embedded for r in one.body["data"])
+
+
+async def test_inventory_order_within_a_location_plays_both_readings(
+    client: aiohttp.ClientSession,
+) -> None:
+    for order, descending in (("variant_id", False), ("newest_first", True)):
+        sim = KatanaSim(quirks=KatanaQuirks(inventory_order=order))
+        await sim.start()
+        try:
+            sim.populate(30, locations=2, seed=4)
+            rows = (await get(client, sim, "/inventory", {"limit": "250"})).body["data"]
+        finally:
+            await sim.stop()
+        locations = [r["location_id"] for r in rows]
+        assert locations == sorted(locations)  # the spec: oldest locations first, always
+        first = [r["variant_id"] for r in rows if r["location_id"] == locations[0]]
+        assert first == sorted(first, reverse=descending)

@@ -737,3 +737,68 @@ def test_format_datetime_is_utc_with_ms_and_z() -> None:
     assert format_datetime(datetime(2021, 4, 14, 10, 39, 40, 54_321)) == "2021-04-14T10:39:40.054Z"
     aware = datetime(2021, 4, 14, 12, 39, 40, tzinfo=timezone(timedelta(hours=2)))
     assert format_datetime(aware) == "2021-04-14T10:39:40.000Z"
+
+
+# -- the cold start's reads ---------------------------------------------------------------------
+
+
+def embedded_variant(vid: int) -> dict[str, Any]:
+    stamp = "2026-01-01T00:00:00.000Z"
+    return {"id": vid, "sku": f"S-{vid}", "type": "product", "product_id": 9,
+            "created_at": stamp, "updated_at": stamp, "deleted_at": None}  # fmt: skip
+
+
+async def test_inventory_with_variants_reads_each_row_with_its_variant(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    first = [{**inv_row(1, 2), "variant": embedded_variant(1)}]
+    second = [inv_row(3, 2)]  # a gateway that left ``variant`` out
+    meta = {"total_records": "2", "total_pages": "2"}
+    mocked.get(route, payload={"data": first}, headers=pagination(page="1", **meta))
+    mocked.get(route, payload={"data": second}, headers=pagination(page="2", **meta))
+    pages = [p async for p in client.inventory_with_variants(location_id=2)]
+    assert [p.extended for p in pages] == [True, False]
+    assert [p.total_records for p in pages] == [2, 2]
+    assert pages[0].variants[0] is not None and pages[0].variants[0].sku == "S-1"
+    assert pages[1].variants == [None]
+    assert pages[0].rows[0] == InventoryRow(1, 2, Decimal(7), Decimal("2.5"))
+    for _, url, _ in mocked.sent():
+        assert url.query.getall("extend") == ["variant"]
+        assert url.query.get("location_id") == "2"
+    assert client.inventory_sweep_pages() is None  # a filtered read says nothing of the whole
+
+
+async def test_inventory_with_variants_refuses_a_malformed_embedded_variant(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    bad = {**inv_row(1), "variant": {"id": 1, "sku": "S-1"}}  # no created_at
+    mocked.get(endpoint("/inventory"), payload={"data": [bad]})
+    with pytest.raises(KatanaError, match="malformed row"):
+        _ = [p async for p in client.inventory_with_variants()]
+
+
+async def test_unfiltered_inventory_with_variants_sizes_the_sweep(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    payload = {"data": [{**inv_row(1), "variant": embedded_variant(1)}]}
+    meta = pagination(total_records="600", total_pages="3", page="1", last_page="true")
+    mocked.get(endpoint("/inventory"), payload=payload, headers=meta)
+    _ = [p async for p in client.inventory_with_variants()]
+    assert client.inventory_sweep_pages() == 3
+
+
+async def test_count_product_variants_reads_one_row_and_the_total(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    route = endpoint("/variants")
+    mocked.get(route, payload={"data": [embedded_variant(1)]}, headers=pagination(total_records=7))
+    mocked.get(route, payload={"data": [embedded_variant(1)]})  # no X-Pagination
+    before = datetime(2026, 1, 2, tzinfo=UTC)
+    assert await client.count_product_variants(created_before=before) == 7
+    assert await client.count_product_variants(created_before=before) is None
+    _, url, _ = mocked.sent()[0]
+    assert url.query.get("limit") == "1"
+    assert url.query.get("type") == "product"
+    assert url.query.get("include_deleted") == "false"
+    assert url.query.get("created_at_max") == "2026-01-02T00:00:00.000Z"

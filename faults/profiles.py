@@ -13,6 +13,8 @@ class Profile:
     kills: int  # kill -9 and SIGTERM rounds each
     converge_cap: float  # seconds a round may take to converge before it counts items lost
     outage_seconds: float  # Postgres stopped, then frozen, this long each
+    ha_lease_seconds: float  # [ha] lease of the two replicas in the HA Postgres restart
+    ha_outage_seconds: float  # Postgres stopped this long under them (longer than the lease)
     storm_seconds: float  # Katana answering 503 (then 429) this long each
     storm_rpm: int  # the Katana quota during the storm scenario (the real one: 60)
     lag_events: int  # changes timed per phase of the failing-store scenario
@@ -31,6 +33,8 @@ PROFILES = {
         kills=20,
         converge_cap=60.0,
         outage_seconds=20.0,
+        ha_lease_seconds=10.0,
+        ha_outage_seconds=20.0,
         storm_seconds=20.0,
         storm_rpm=60,
         lag_events=10,
@@ -47,6 +51,8 @@ PROFILES = {
         kills=2,
         converge_cap=30.0,
         outage_seconds=3.0,
+        ha_lease_seconds=4.0,
+        ha_outage_seconds=6.0,
         storm_seconds=3.0,
         storm_rpm=120,
         lag_events=3,

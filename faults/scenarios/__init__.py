@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 
 from faults.common import Context
 from faults.report import Row
-from faults.scenarios import fuzz, katana_storm, kills, postgres, slow, stores
+from faults.scenarios import fuzz, ha_postgres, katana_storm, kills, postgres, slow, stores
 
 Scenario = Callable[[Context], Awaitable[list[Row]]]
 
@@ -17,6 +17,7 @@ SCENARIOS: dict[str, Scenario] = {
     "stores": stores.failing_store,
     "katana-storms": katana_storm.storms,
     "reload-outage": postgres.reload_outage,
+    "ha-postgres-restart": ha_postgres.restart,
     "fuzz-webhooks": fuzz.webhooks,
     "slow-clients": slow.slow_clients,
     "config-fuzz": fuzz.configs,

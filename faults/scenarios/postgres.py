@@ -106,7 +106,7 @@ async def probe_readyz(port: int, stop: asyncio.Event) -> list[float]:
     return took
 
 
-async def _acked_right(ann: Announcer, limit: float, since: float) -> float | None:
+async def acked_right(ann: Announcer, limit: float, since: float) -> float | None:
     """Seconds from ``since`` until every 2xx-acknowledged change is in store "a"."""
     deadline = time.monotonic() + limit
     while time.monotonic() < deadline:
@@ -147,7 +147,7 @@ async def outage(ctx: Context) -> list[Row]:
             stop.set()
             readyz = await probe
             acked = set(ann.acked)
-            caught_up = await _acked_right(ann, p.converge_cap, recovered)
+            caught_up = await acked_right(ann, p.converge_cap, recovered)
             lost = ann.lost()
             alive = daemon.alive()
             ctx.say(name, f"webhooks {ann.statuses}, lost {lost}, alive {alive}")

@@ -46,7 +46,8 @@ def test_faults_quick_runs_every_scenario_and_invariants_hold(
     scenarios = {row["scenario"] for row in figures["rows"]}
     for expected in ("kill -9", "SIGTERM", "postgres stopped", "postgres frozen",
                      "one store failing", "katana 503/429 storms", "reload during outage",
-                     "fuzzed webhooks", "slow clients", "config fuzz"):  # fmt: skip
+                     "ha: postgres restart", "fuzzed webhooks", "slow clients",
+                     "config fuzz"):  # fmt: skip
         assert expected in scenarios, f"no {expected} rows:\n{proc.stdout}"
     invariants = [r for r in figures["rows"] if r["invariant"]]
     assert len(invariants) >= 10

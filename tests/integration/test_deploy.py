@@ -404,7 +404,8 @@ def test_servicemonitor_shape() -> None:
     assert _selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
     service_ports = {port["name"] for port in service["spec"]["ports"]}
     assert {e["port"] for e in monitor["spec"]["endpoints"]} <= service_ports
-    # alerts.yml matches job="katsyncd"; the operator names the job after the Service.
+    # alerts.yml matches job="katsyncd" (and "katsyncd-<account>", the per-account overlay's
+    # nameSuffix); the operator names the job after the Service.
     assert service["metadata"]["name"] == "katsyncd"
 
 
@@ -665,6 +666,17 @@ def test_per_account_overlay_builds_an_isolated_katsyncd() -> None:
     for doc in docs:
         if doc["kind"] != "ServiceMonitor":
             kv.validate(doc, kv.latest_version(), strict=True)
+    _alerts_match_job(kinds["Service"]["metadata"]["name"])  # the operator's job label
+
+
+def _alerts_match_job(job: str) -> None:
+    """Every job matcher in alerts.yml is the one regex, and it admits the base's job and this
+    account's (Prometheus anchors its regexes, as fullmatch does)."""
+    text = (PROMETHEUS / "alerts.yml").read_text()
+    assert 'job="' not in text  # no alert left on the base's job only
+    (pattern,) = set(re.findall(r'job=~"([^"]+)"', text))
+    assert re.fullmatch(pattern, "katsyncd") and re.fullmatch(pattern, job), (pattern, job)
+    assert not re.fullmatch(pattern, "katsyncdexporter")
 
 
 # --- container image ------------------------------------------------------------------------

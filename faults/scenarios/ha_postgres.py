@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
-from faults.common import Context, make_world, wait_right
+from faults.common import Context, make_world, store, wait_right
 from faults.report import Expect, Row, zero
 from faults.scenarios.postgres import QUIET_POLLS, Announcer, acked_right
 from katsyncd.persistence import lease
@@ -46,6 +46,9 @@ class Outcome:
     new_epoch: int | None = None
     leader_after: float | None = None  # seconds from Postgres back to a leader
     converged: float | None = None  # seconds from Postgres back to every 2xx change in BC
+    stranded: list[str] = field(default_factory=list)  # 2xx SKUs not yet in BC at the stop
+    stranded_right: float | None = None  # seconds from Postgres back until they are
+    same_leader: bool = False  # the old leader took the new epoch
     gap: float | None = None  # old epoch's last write end → new epoch's first write start
     strays: int = 0  # writes after the new epoch began by a replica other than its holder
 
@@ -79,11 +82,14 @@ async def _run(ctx: Context, c: Cluster, world: World) -> Outcome:
     ann = Announcer(world, c.balancer.port, random.Random(21))
     sending = asyncio.create_task(ann.run(LEAD_IN + out.outage + TAIL, LOAD_EVERY))
     await asyncio.sleep(LEAD_IN)  # the scenario's pacing: load before the outage
-    back = await _outage(ctx, c, out)
+    back = await _outage(ctx, c, ann, out)
+    stranded = asyncio.create_task(_skus_right(world, out.stranded, p.converge_cap, back))
     new = await c.wait_leader(out.lease_seconds + 30)
     out.leader_after = time.monotonic() - back
+    out.same_leader = new is old
     acquired = await _acquired(c.db_url, out)
     await sending
+    out.stranded_right = await stranded
     out.converged = await acked_right(ann, p.converge_cap, back)
     out.acked, out.lost = len(ann.acked), ann.lost()
     out.answers = dict(c.balancer.answers)
@@ -102,9 +108,11 @@ async def _two_replicas(ctx: Context, c: Cluster, world: World) -> Replica:
     return leader
 
 
-async def _outage(ctx: Context, c: Cluster, out: Outcome) -> float:
-    """Stop Postgres for ``out.outage`` s; the answers Katana got meanwhile; when it was back."""
+async def _outage(ctx: Context, c: Cluster, ann: Announcer, out: Outcome) -> float:
+    """Stop Postgres for ``out.outage`` s; the answers Katana got meanwhile, the acknowledged
+    changes not yet in BigCommerce when it stopped; when it was back."""
     before = dict(c.balancer.answers)
+    out.stranded = _wrong(ann.world, ann.acked)
     await ctx.pg.stop()
     ctx.say(NAME, f"Postgres stopped for {out.outage:g} s (lease {out.lease_seconds:g} s)")
     await asyncio.sleep(out.outage)  # the outage itself
@@ -112,6 +120,20 @@ async def _outage(ctx: Context, c: Cluster, out: Outcome) -> float:
     out.during = {k: n for k, n in out.during.items() if n}
     await ctx.pg.start()
     return time.monotonic()
+
+
+def _wrong(world: World, skus: list[str]) -> list[str]:
+    a = store(world, "a")
+    return [sku for sku in skus if a.sim.level(sku, 1) != a.expected(world.katana, sku)]
+
+
+async def _skus_right(world: World, skus: list[str], limit: float, since: float) -> float | None:
+    """Seconds from ``since`` until every one of ``skus`` is right in store "a"."""
+    while time.monotonic() - since < limit:
+        if not _wrong(world, skus):
+            return time.monotonic() - since
+        await asyncio.sleep(0.1)  # polling the simulator's levels: there is no event to await
+    return None
 
 
 async def _lease(url: str) -> lease.LeaseRow:
@@ -151,7 +173,8 @@ def _during_note(during: dict[int, int]) -> str:
 def rows(o: Outcome) -> list[Row]:
     lapses = o.outage > o.lease_seconds
     odd = sum(n for s, n in o.answers.items() if not 200 <= s < 300 and s != 503)
-    epoch_note = f"epoch {o.old_epoch} → {o.new_epoch}"
+    who = "the same replica" if o.same_leader else "the other replica"
+    epoch_note = f"epoch {o.old_epoch} → {o.new_epoch}, taken by {who}"
     return [
         Row(NAME, "webhooks answered while Postgres was down", sum(o.during.values()),
             note=_during_note(o.during)),
@@ -170,6 +193,9 @@ def rows(o: Outcome) -> list[Row]:
             note=f"outage {o.outage:g} s, lease {o.lease_seconds:g} s; {epoch_note}"),
         Row(NAME, "a leader again after Postgres is back", o.leader_after, "s",
             Expect(o.lease_seconds + 5, unit=" s"), True),
+        Row(NAME, "acknowledged changes not yet in BigCommerce when Postgres stopped",
+            len(o.stranded)),
+        Row(NAME, "… all of them in BigCommerce, after Postgres is back", o.stranded_right, "s"),
         Row(NAME, "every 2xx change in BigCommerce, after Postgres is back", o.converged, "s",
             note=f"{o.acked} changes acknowledged; the load ran {TAIL:g} s past the restart"),
     ]  # fmt: skip

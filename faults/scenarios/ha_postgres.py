@@ -50,7 +50,7 @@ class Outcome:
     stranded_right: float | None = None  # seconds from Postgres back until they are
     same_leader: bool = False  # the old leader took the new epoch
     gap: float | None = None  # old epoch's last write end → new epoch's first write start
-    strays: int = 0  # writes after the new epoch began by a replica other than its holder
+    strays: int = 0  # writes by a replica other than the holder of the epoch they fell in
 
 
 async def restart(ctx: Context) -> list[Row]:
@@ -160,8 +160,12 @@ def _writes(c: Cluster, old: Replica, new: Replica, acquired: float, out: Outcom
     after = [start for start, _ in c.writes_of(new) if start >= acquired]
     if before and after:
         out.gap = min(after) - max(before)
-    others = (r for r in c.replicas if r is not new)
-    out.strays = sum(1 for r in others for start, _ in c.writes_of(r) if start >= acquired)
+    out.strays = sum(
+        1
+        for r in c.replicas
+        for start, _ in c.writes_of(r)
+        if (r is not old and start < acquired) or (r is not new and start >= acquired)
+    )
 
 
 def _during_note(during: dict[int, int]) -> str:
@@ -186,7 +190,7 @@ def rows(o: Outcome) -> list[Row]:
         Row(NAME, "max writes in flight per store", o.max_in_flight, "", Expect(1), True),
         Row(NAME, "old epoch's last write end → new epoch's first write", o.gap, "s",
             Expect(0, at_least=True, unit=" s"), True, note=epoch_note),
-        zero("writes after the new epoch by another replica", NAME, o.strays),
+        zero("writes by a replica not holding that epoch's lease", NAME, o.strays),
         Row(NAME, "new epoch after the outage" if lapses else "lease kept (same epoch)",
             float(o.new_epoch is not None and (o.new_epoch > o.old_epoch) == lapses), "",
             Expect(1, equal=True), True,

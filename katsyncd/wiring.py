@@ -51,6 +51,8 @@ Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
 # Katana requests a fresh process may send before Katana has said what is left of the
 # account's window (the previous process may have spent it): then its X-Ratelimit-Remaining.
 KATANA_START_TOKENS = 1.0
+# Polls leave this fraction of the Katana bucket to live reads (the tail of a burst).
+KATANA_POLL_RESERVE = 0.05
 
 
 class ConfigRef:
@@ -114,7 +116,12 @@ def build(
     """Every component, from the config (no I/O: the pool is opened by the caller)."""
     cfg = config.get()
     k = cfg.katana
-    limiter = KatanaLimiter(k.requests_per_minute, initial_tokens=KATANA_START_TOKENS)
+    limiter = KatanaLimiter(
+        k.requests_per_minute,
+        share=k.max_share,
+        poll_reserve_fraction=KATANA_POLL_RESERVE,
+        initial_tokens=KATANA_START_TOKENS,
+    )
     katana = KatanaClient(
         session,
         k.base_url,
@@ -163,6 +170,7 @@ def build(
 def apply_katana_config(parts: Parts, new: Config) -> None:
     """A reload changed ``[katana]``: the limiter's rate and the client's settings follow."""
     parts.katana_limiter.set_rate(new.katana.requests_per_minute)
+    parts.katana_limiter.set_share(new.katana.max_share)
     parts.katana.api_key = new.katana.api_key_value()
     parts.katana.base_url = new.katana.base_url.rstrip("/")
     parts.katana.ids_per_request = new.katana.ids_per_request
@@ -207,10 +215,10 @@ class DaemonLoops:
 def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
     """The variant flusher and the sales-order resolver, on the Katana budget and rate."""
     ready = mirror_ready(parts.poller)
-    limiter, config = parts.katana_limiter, parts.config.get
+    limiter = parts.katana_limiter
 
     def rate() -> float:
-        return config().katana.requests_per_minute
+        return limiter.requests_per_minute
 
     variant_policy = VariantFlushPolicy(
         limiter.available,

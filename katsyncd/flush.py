@@ -52,6 +52,11 @@ def budget_plenty(available: float, requests_per_minute: float) -> bool:
     return available >= requests_per_minute / 2
 
 
+# More keys than this first marked within the quiet time is a burst: no leading edge (each
+# would cost a request of its own); the trailing edge batches them.
+LEADING_MAX_ARRIVALS = 3
+
+
 def variants_per_page(locations: int, ids_per_request: int) -> int:
     """Variants one /inventory request reads: one row per (variant, location), and no more
     ids than the gateway honours."""
@@ -79,6 +84,12 @@ class FlushPolicy:
 
     def budget_plenty(self) -> bool:
         return budget_plenty(self._budget(), self._rate())
+
+    def leading_allowed(self, arrivals: int) -> bool:
+        """The debouncer's leading-edge gate: read a key's first change at once when few keys
+        are arriving (``arrivals`` within the quiet time) and the budget is plenty; in a
+        burst, or on a short budget, the debounce batches (it protects the budget)."""
+        return arrivals <= LEADING_MAX_ARRIVALS and self.budget_plenty()
 
     def per_page(self) -> int:
         return KATANA_PAGE_ROWS

@@ -345,3 +345,36 @@ def test_reload_timings_keep_the_order_cap() -> None:
         assert (marks.orders.debounce, marks.orders.max_delay) == (1.0, 9.0)
 
     asyncio.run(go())
+
+
+# ----- leading edge gate -------------------------------------------------------------------------
+def test_leading_edge_only_for_few_arrivals_on_a_plenty_budget() -> None:
+    from katsyncd.flush import LEADING_MAX_ARRIVALS
+
+    plenty, short = (
+        FlushPolicy(lambda: PLENTY, lambda: RATE),
+        FlushPolicy(lambda: 5.0, lambda: RATE),
+    )
+    assert plenty.leading_allowed(1)
+    assert plenty.leading_allowed(LEADING_MAX_ARRIVALS)
+    assert not plenty.leading_allowed(LEADING_MAX_ARRIVALS + 1)  # a burst: batch it
+    assert not short.leading_allowed(1)  # the budget is protected
+
+
+def test_loop_reads_a_quiet_days_change_on_its_leading_edge() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=2.0)
+    policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+    deb.set_leading_gate(policy.leading_allowed, leading=0.03)
+    read: list[tuple[float, list[int]]] = []
+
+    async def handle(batch: list[int]) -> None:
+        read.append((clock.now, batch))
+        stop.set()
+
+    stop = asyncio.Event()
+    loop = FlushLoop(deb, policy, handle, max_batch=10, ready=lambda: True, pause=clock.pause)
+    deb.mark([42])
+    clock.now = 0.03  # the debouncer's wait_due sees it due (the test moves time by hand)
+    asyncio.run(loop.run(stop))
+    assert read == [(0.03, [42])]

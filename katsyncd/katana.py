@@ -783,6 +783,22 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _optional_decimal(value: Any) -> Decimal | None:
+    """A hint's quantity (``balance_after``): None when missing or not a number."""
+    try:
+        return None if value is None else parse_decimal(value)
+    except ValueError:
+        return None
+
+
+def _hint_datetime(value: Any) -> datetime | None:
+    """A hint's time (an order's ``created_at``): None when missing or not a datetime."""
+    try:
+        return parse_optional_datetime(value)
+    except ValueError:
+        return None
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -846,6 +862,7 @@ def parse_sales_order(row: Mapping[str, Any]) -> SalesOrder:
         updated_at=parse_datetime(row["updated_at"]),
         deleted_at=parse_optional_datetime(row.get("deleted_at")),
         rows=tuple(parse_sales_order_row(r) for r in row.get("sales_order_rows") or ()),
+        created_at=_hint_datetime(row.get("created_at")),
     )
 
 
@@ -856,6 +873,7 @@ def parse_movement(row: Mapping[str, Any]) -> Movement:
         variant_id=int(row["variant_id"]),
         location_id=int(row["location_id"]),
         updated_at=parse_datetime(row["updated_at"]),
+        balance_after=_optional_decimal(row.get("balance_after")),
     )
 
 

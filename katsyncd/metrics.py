@@ -112,6 +112,12 @@ class Metrics:
             "Katana requests a minute katsyncd allows itself (its share of the account's quota)",
             registry=r,
         )
+        self.inventory_cache_hits = Counter(
+            "katsyncd_inventory_cache_hits_total",
+            "Variants whose level was recomputed from the inventory read last instead of a new "
+            "Katana read (only their committed stock had changed)",
+            registry=r,
+        )
         self.katana_limiter_wait_seconds = Counter(
             "katsyncd_katana_limiter_wait_seconds_total",
             "Seconds spent waiting on the Katana limiter, by priority",

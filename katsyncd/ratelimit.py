@@ -93,7 +93,8 @@ class KatanaLimiter:
     Waiters are served LIVE before POLL before RECONCILE, FIFO within a priority. A RECONCILE
     waiter only takes a token that leaves ``reserve_fraction`` of the capacity in the bucket,
     so a full reconcile never starves live changes; a POLL waiter one that leaves
-    ``poll_reserve_fraction`` (the last tokens are for the tail of a burst).
+    ``poll_reserve`` tokens (the last tokens are for the tail of a burst; not before the
+    server's first X-Ratelimit-Remaining is known at start, so the first poll does not wait).
 
     ``share`` (``[katana] max_share``) is the fraction of the account's quota (the server's
     X-Ratelimit-Limit, else the configured rate) this process may use: the bucket's capacity
@@ -108,7 +109,7 @@ class KatanaLimiter:
         requests_per_minute: int,
         *,
         reserve_fraction: float = 0.25,
-        poll_reserve_fraction: float = 0.0,
+        poll_reserve: float = 0.0,
         share: float = 1.0,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
@@ -117,11 +118,8 @@ class KatanaLimiter:
     ) -> None:
         if not 0.0 <= reserve_fraction < 1.0:
             raise ValueError(f"reserve_fraction must be in [0, 1), got {reserve_fraction}")
-        if not 0.0 <= poll_reserve_fraction <= reserve_fraction:
-            raise ValueError(
-                f"poll_reserve_fraction must be in [0, {reserve_fraction}], "
-                f"got {poll_reserve_fraction}"
-            )
+        if poll_reserve < 0.0:
+            raise ValueError(f"poll_reserve must be >= 0, got {poll_reserve}")
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
@@ -129,7 +127,7 @@ class KatanaLimiter:
         self._server_limit: int | None = None
         self._share = _check_share(share)
         self._reserve_fraction = reserve_fraction
-        self._poll_reserve_fraction = poll_reserve_fraction
+        self._poll_reserve = poll_reserve
         self._bucket = _Bucket(self._effective_rate(), clock())
         self._paused_until = -math.inf
         # After a server-imposed pause the window frees requests one by one, not all at once:
@@ -228,13 +226,14 @@ class KatanaLimiter:
 
     def _needed(self, priority: Priority) -> float:
         """Tokens the bucket must hold before ``priority`` may take one."""
-        fraction = {
-            Priority.LIVE: 0.0,
-            Priority.POLL: self._poll_reserve_fraction,
-            Priority.RECONCILE: self._reserve_fraction,
-        }[priority]
-        reserve = fraction * self._bucket.capacity
-        return max(1.0, min(self._bucket.capacity, reserve + 1.0))
+        capacity = self._bucket.capacity
+        if priority is Priority.RECONCILE:
+            reserve = self._reserve_fraction * capacity
+        elif priority is Priority.POLL and not self._adopt_remaining:
+            reserve = self._poll_reserve
+        else:
+            reserve = 0.0
+        return max(1.0, min(capacity, reserve + 1.0))
 
     def observe(self, *, limit: int | None, remaining: int | None, reset: float | None) -> None:
         """Fold in one response's X-Ratelimit-* headers (any of them may be missing).

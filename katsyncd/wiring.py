@@ -51,8 +51,8 @@ Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
 # Katana requests a fresh process may send before Katana has said what is left of the
 # account's window (the previous process may have spent it): then its X-Ratelimit-Remaining.
 KATANA_START_TOKENS = 1.0
-# Polls leave this fraction of the Katana bucket to live reads (the tail of a burst).
-KATANA_POLL_RESERVE = 0.05
+# Polls leave this many Katana tokens to live reads (the tail of a burst: a page or two).
+KATANA_POLL_RESERVE = 2.0
 
 
 class ConfigRef:
@@ -119,7 +119,7 @@ def build(
     limiter = KatanaLimiter(
         k.requests_per_minute,
         share=k.max_share,
-        poll_reserve_fraction=KATANA_POLL_RESERVE,
+        poll_reserve=KATANA_POLL_RESERVE,
         initial_tokens=KATANA_START_TOKENS,
     )
     katana = KatanaClient(
@@ -140,6 +140,7 @@ def build(
     )
     stores = StoreRegistry(session, db, metrics, recheck=marks.mark_variants, rng=rng)
     engine = Engine(db, katana, metrics, stores=stores.views)
+    marks.stock_in_question = engine.inventory_cache.forget
     poller = Poller(
         db,
         katana,
@@ -149,6 +150,7 @@ def build(
         mark_orders=marks.mark_sales_orders,
         timed=marks.time_variants,
         timed_orders=marks.time_sales_orders,
+        timed_commitments=marks.time_commitments,
     )
     for sc in cfg.stores:
         _ = stores.add(sc)
@@ -234,9 +236,12 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
         max_batch=MAX_VARIANTS_PER_FLUSH,
         ready=ready,
     )
+    order_policy = FlushPolicy(limiter.available, rate)
+    parts.marks.variants.set_leading_gate(variant_policy.leading_allowed)
+    parts.marks.orders.set_leading_gate(order_policy.leading_allowed)
     orders = FlushLoop(
         parts.marks.orders,
-        FlushPolicy(limiter.available, rate),
+        order_policy,
         resolve_orders(parts.poller),
         max_batch=MAX_ORDERS_PER_RESOLVE,
         ready=ready,

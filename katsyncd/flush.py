@@ -87,9 +87,11 @@ class FlushPolicy:
 
     def leading_allowed(self, arrivals: int) -> bool:
         """The debouncer's leading-edge gate: read a key's first change at once when few keys
-        are arriving (``arrivals`` within the quiet time) and the budget is plenty; in a
-        burst, or on a short budget, the debounce batches (it protects the budget)."""
-        return arrivals <= LEADING_MAX_ARRIVALS and self.budget_plenty()
+        are arriving (``arrivals`` within the quiet time) and a quarter of a minute's
+        requests are available (a steady quiet day keeps about that much: the account's
+        window also counts the polls and what max_share leaves to others); in a burst, or on
+        a short budget, the debounce batches (it protects the budget)."""
+        return arrivals <= LEADING_MAX_ARRIVALS and self._budget() >= self._rate() / 4
 
     def per_page(self) -> int:
         return KATANA_PAGE_ROWS

@@ -348,13 +348,11 @@ def test_reload_timings_keep_the_order_cap() -> None:
 
 
 # ----- leading edge gate -------------------------------------------------------------------------
-def test_leading_edge_only_for_few_arrivals_on_a_plenty_budget() -> None:
+def test_leading_edge_only_for_few_arrivals_and_a_quarter_minutes_budget() -> None:
     from katsyncd.flush import LEADING_MAX_ARRIVALS
 
-    plenty, short = (
-        FlushPolicy(lambda: PLENTY, lambda: RATE),
-        FlushPolicy(lambda: 5.0, lambda: RATE),
-    )
+    plenty = FlushPolicy(lambda: RATE / 4, lambda: RATE)
+    short = FlushPolicy(lambda: RATE / 4 - 1, lambda: RATE)
     assert plenty.leading_allowed(1)
     assert plenty.leading_allowed(LEADING_MAX_ARRIVALS)
     assert not plenty.leading_allowed(LEADING_MAX_ARRIVALS + 1)  # a burst: batch it

@@ -80,16 +80,24 @@ class Debouncer:
             self._last[k] = last if k not in self._last else max(self._last[k], last)
         self._changed.set()
 
+    def arrivals(self) -> int:
+        """Keys first marked (by events, not reads) within the last ``debounce`` seconds."""
+        self._prune_arrivals(self._clock())
+        return len(self._arrivals)
+
+    def _prune_arrivals(self, now: float) -> None:
+        arrivals = self._arrivals
+        while arrivals and arrivals[0] <= now - self.debounce:
+            arrivals.popleft()
+
     def _arrived(self, key: int, now: float) -> None:
         """A fresh mark of a key not pending: on its leading edge if its last leading-edge
         read is long enough ago and the gate allows."""
-        arrivals = self._arrivals
-        arrivals.append(now)
-        while arrivals and arrivals[0] <= now - self.debounce:
-            arrivals.popleft()
+        self._arrivals.append(now)
+        self._prune_arrivals(now)
         taken = self._taken.get(key)
         recently_read = taken is not None and now - taken < self.debounce
-        if not recently_read and self._gate(len(arrivals)):
+        if not recently_read and self._gate(len(self._arrivals)):
             self._leading.add(key)
 
     def due_at(self, key: int) -> float:

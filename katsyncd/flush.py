@@ -65,9 +65,11 @@ def variants_per_page(locations: int, ids_per_request: int) -> int:
 
 
 def should_wait_for_more(deb: Debouncer, due: list[int], per_page: int, *, plenty: bool) -> bool:
-    """In a burst with the Katana budget low, wait for a full page (or the deadline)
-    rather than spend a request on a few keys. On a quiet day read at once."""
-    if plenty:
+    """In a burst (more keys arriving than the leading edge takes) or with the Katana budget
+    low, wait for a full page (or the deadline) rather than spend a request on a few keys:
+    tokens go in proportion to what arrives, and the tail after the burst finds them. On a
+    quiet day read at once."""
+    if plenty and deb.arrivals() <= LEADING_MAX_ARRIVALS:
         return False
     if len(due) >= per_page or len(deb) < per_page:
         return False  # a full page is ready, or there is no burst to wait for

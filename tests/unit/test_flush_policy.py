@@ -100,7 +100,7 @@ def test_a_burst_on_a_short_budget_waits_for_a_page_until_max_delay() -> None:
     due = deb.due()
     assert len(due) == 10
     assert should_wait_for_more(deb, due, 250, plenty=False)
-    assert not should_wait_for_more(deb, due, 250, plenty=True)  # a quiet day: read at once
+    assert should_wait_for_more(deb, due, 250, plenty=True)  # 290 arriving: pace, even so
     assert not should_wait_for_more(deb, due, 5, plenty=False)  # a full page is due
     clock.now = 9.99
     assert should_wait_for_more(deb, due, 250, plenty=False)
@@ -113,6 +113,16 @@ def test_no_burst_no_wait() -> None:
     deb = deb_on(clock)
     deb.mark(range(3), settled=True)
     assert not should_wait_for_more(deb, deb.due(), 250, plenty=False)  # 3 pending < a page
+
+
+def test_many_pending_but_none_arriving_is_read_at_once_on_a_plenty_budget() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(10), settled=True)  # from reads (a poll), due now
+    deb.mark(range(10, 300), first_seen=0.0)  # put back by a failed batch: not arrivals
+    assert deb.arrivals() == 0
+    assert not should_wait_for_more(deb, deb.due(), 250, plenty=True)
+    assert should_wait_for_more(deb, deb.due(), 250, plenty=False)
 
 
 # ----- variant policy ----------------------------------------------------------------------------
@@ -240,7 +250,7 @@ def test_loop_reads_what_is_due_at_once_on_a_plenty_budget() -> None:
     clock = JumpClock()
     deb = deb_on(clock)
     deb.mark(range(10), settled=True)
-    deb.mark(range(10, 300))
+    deb.mark(range(10, 300), first_seen=0.0)  # pending, due later, but not arriving now
     rec = run_loop(deb, clock, FlushPolicy(lambda: PLENTY, lambda: RATE), lambda s: Recorder(s, 10))
     assert rec.batches == [list(range(10))]
     assert clock.pauses == []

@@ -24,7 +24,12 @@ from katsyncd.db import Database
 from katsyncd.debounce import Debouncer
 from katsyncd.httpapp import HttpDeps, HttpServer, start_server
 from katsyncd.katana import KatanaClient, PageHook
-from katsyncd.katana_window import restore_katana_window, save_katana_window
+from katsyncd.katana_window import (
+    restore_ids_limit,
+    restore_katana_window,
+    save_ids_limit,
+    save_katana_window,
+)
 from katsyncd.metrics import Metrics
 from katsyncd.poller import Poller
 from katsyncd.ratelimit import KatanaLimiter
@@ -87,6 +92,7 @@ class Daemon:
         async with connect_parts(self._config, metrics=self.metrics, rng=self.rng) as parts:
             self.parts = parts
             restore_katana_window(parts.katana_limiter, self.config)
+            restore_ids_limit(parts.katana, self.config)
             loops = daemon_loops(parts, self.life, self.rng)
             try:
                 http = await self._start_http(parts, loops.status.document)
@@ -115,6 +121,7 @@ class Daemon:
                 if self._http is not None:
                     await self._http.close()
                 save_katana_window(parts.katana_limiter, self.config)
+                save_ids_limit(parts.katana, self.config)
         log.info("daemon_stopped")
 
     def _install_signals(self) -> None:

@@ -174,6 +174,16 @@ class KatanaClient:
         learned = self._learned_ids_limit
         return self._ids_per_request if learned is None else min(learned, self._ids_per_request)
 
+    @property
+    def learned_ids_limit(self) -> int | None:
+        """Ids per request the gateway was seen to honour at most (None: never lowered)."""
+        return self._learned_ids_limit
+
+    def adopt_learned_ids_limit(self, limit: int) -> None:
+        """Start from a size a previous process learned (kept under ``state_dir``)."""
+        self._learned_ids_limit = min(max(1, limit), IDS_PER_REQUEST)
+        self._publish_ids_per_request()
+
     def id_filter_status(self) -> dict[str, Any]:
         """For ``/status`` (under ``katana``): configured and effective ids per request, and
         each time the size was lowered (newest last)."""

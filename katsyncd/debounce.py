@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from katsyncd.waiting import wait_either
 
 LEADING_SECONDS = 0.03  # a leading-edge key is read this soon after its first mark
-# Gate: given how many keys were first marked within the last ``debounce`` seconds (this one
+# Gate: given how many marks events made within the last ``debounce`` seconds (this one
 # included), may this key be read on its leading edge?
 LeadingGate = Callable[[int], bool]
 
@@ -46,7 +46,7 @@ class Debouncer:
         self._gate: LeadingGate = _never
         self._leading: set[int] = set()  # pending keys due on their leading edge
         self._taken: dict[int, float] = {}  # key -> when its leading-edge read was taken
-        self._arrivals: deque[float] = deque()  # first-mark times within the last debounce
+        self._arrivals: deque[float] = deque()  # event marks within the last debounce
 
     def set_leading_gate(self, gate: LeadingGate, leading: float = LEADING_SECONDS) -> None:
         """Allow leading-edge reads when ``gate(arrivals)`` says so (see the module doc)."""
@@ -73,15 +73,18 @@ class Debouncer:
         last = now - self.debounce if settled else now
         for k in keys:
             first = self._first.get(k)
-            if first is None and first_seen is None and not settled:
-                self._arrived(k, now)
+            if first_seen is None and not settled:  # an event (not a read): it arrives
+                self._arrivals.append(now)
+                if first is None:
+                    self._arrived(k, now)
             start = now if first_seen is None else min(first_seen, now)
             self._first[k] = start if first is None else min(first, start)
             self._last[k] = last if k not in self._last else max(self._last[k], last)
+        self._prune_arrivals(now)
         self._changed.set()
 
     def arrivals(self) -> int:
-        """Keys first marked (by events, not reads) within the last ``debounce`` seconds."""
+        """Marks from events (not reads) within the last ``debounce`` seconds."""
         self._prune_arrivals(self._clock())
         return len(self._arrivals)
 
@@ -91,9 +94,8 @@ class Debouncer:
             arrivals.popleft()
 
     def _arrived(self, key: int, now: float) -> None:
-        """A fresh mark of a key not pending: on its leading edge if its last leading-edge
-        read is long enough ago and the gate allows."""
-        self._arrivals.append(now)
+        """An event's mark of a key not pending: on its leading edge if its last
+        leading-edge read is long enough ago and the gate allows."""
         self._prune_arrivals(now)
         taken = self._taken.get(key)
         recently_read = taken is not None and now - taken < self.debounce

@@ -52,9 +52,11 @@ def budget_plenty(available: float, requests_per_minute: float) -> bool:
     return available >= requests_per_minute / 2
 
 
-# More keys than this first marked within the quiet time is a burst: no leading edge (each
+# More marks than this from events within the quiet time is a burst: no leading edge (each
 # would cost a request of its own); the trailing edge batches them.
 LEADING_MAX_ARRIVALS = 3
+# In a burst a read that would eat into the tail's reserve waits at most this many max_delays.
+RESERVE_HOLD_FACTOR = 3.0
 
 
 def variants_per_page(locations: int, ids_per_request: int) -> int:
@@ -77,12 +79,25 @@ def should_wait_for_more(deb: Debouncer, due: list[int], per_page: int, *, plent
     return oldest is not None and deb.now() < oldest + deb.max_delay
 
 
-class FlushPolicy:
-    """Sales orders: a page of ``KATANA_PAGE_ROWS``, waited for only when the budget is short."""
+def bursting(deb: Debouncer) -> bool:
+    """More marks arrive from events than the leading edge takes."""
+    return deb.arrivals() > LEADING_MAX_ARRIVALS
 
-    def __init__(self, budget: Callable[[], float], rate: Callable[[], float]) -> None:
+
+class FlushPolicy:
+    """Sales orders: a page of ``KATANA_PAGE_ROWS``, waited for only when the budget is short
+    or a burst is on; in a burst, ``reserve()`` tokens are kept for the tail."""
+
+    def __init__(
+        self,
+        budget: Callable[[], float],
+        rate: Callable[[], float],
+        *,
+        reserve: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._budget = budget  # Katana requests available now
         self._rate = rate  # Katana requests per minute (a reload may change it)
+        self._reserve = reserve  # tokens the tail of a burst will need (see holds_reserve)
 
     def budget_plenty(self) -> bool:
         return budget_plenty(self._budget(), self._rate())
@@ -100,7 +115,29 @@ class FlushPolicy:
 
     def wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
         """Read nothing yet: ``due`` is too small a batch for what it would cost now."""
+        if self.holds_reserve(deb, due):
+            return True
         return should_wait_for_more(deb, due, self.per_page(), plenty=self.budget_plenty())
+
+    def cost(self, keys: int) -> int:
+        """Katana requests reading ``keys`` keys takes (pages)."""
+        return math.ceil(keys / max(1, self.per_page()))
+
+    def tail_cost(self, deb: Debouncer) -> int:
+        """What reading everything pending here would take (the tail of a burst)."""
+        return self.cost(len(deb))
+
+    def holds_reserve(self, deb: Debouncer, due: list[int]) -> bool:
+        """During a burst, read only if the tokens left after this read still cover
+        ``reserve()`` (what the tail will need once the events stop): pages read mid-burst
+        go stale and are paid again, the tail's are what the merchant waits for. Bounded:
+        a key waits at most ``RESERVE_HOLD_FACTOR`` x ``max_delay`` after its first mark."""
+        if not bursting(deb):
+            return False
+        if self._budget() - self.cost(len(due)) >= self._reserve():
+            return False
+        oldest = deb.oldest_first_seen(due)
+        return oldest is not None and deb.now() < oldest + RESERVE_HOLD_FACTOR * deb.max_delay
 
     def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
         return batch
@@ -118,8 +155,9 @@ class VariantFlushPolicy(FlushPolicy):
         katana: SweepCost,
         locations: Callable[[], int],
         catalogs_pending: Callable[[], bool],
+        reserve: Callable[[], float] = lambda: 0.0,
     ) -> None:
-        super().__init__(budget, rate)
+        super().__init__(budget, rate, reserve=reserve)
         self._katana = katana
         self._locations = locations
         self._catalogs_pending = catalogs_pending  # some store's first catalog refresh is due
@@ -129,6 +167,12 @@ class VariantFlushPolicy(FlushPolicy):
 
     def wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
         return super().wait_for_more(deb, due) or self.hold_sweep(deb, due)
+
+    def cost(self, keys: int) -> int:
+        """Id chunks, or one full /inventory sweep if that is fewer requests."""
+        chunks = super().cost(keys)
+        sweep = self._katana.inventory_sweep_pages()
+        return chunks if sweep is None else min(chunks, sweep)
 
     def hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
         """With few ids per request (fewer than an /inventory page holds) and the budget short

@@ -222,12 +222,19 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
     def rate() -> float:
         return limiter.requests_per_minute
 
+    marks = parts.marks
+
+    def tail() -> float:
+        """A burst's tail: every pending variant read, and one page of orders before."""
+        return variant_policy.tail_cost(marks.variants) + min(1, len(marks.orders))
+
     variant_policy = VariantFlushPolicy(
         limiter.available,
         rate,
         katana=parts.katana,
         locations=lambda: len(parts.stores.locations),
         catalogs_pending=parts.stores.catalogs_pending,
+        reserve=tail,
     )
     variants = FlushLoop(
         parts.marks.variants,
@@ -236,7 +243,7 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
         max_batch=MAX_VARIANTS_PER_FLUSH,
         ready=ready,
     )
-    order_policy = FlushPolicy(limiter.available, rate)
+    order_policy = FlushPolicy(limiter.available, rate, reserve=tail)
     parts.marks.variants.set_leading_gate(variant_policy.leading_allowed)
     parts.marks.orders.set_leading_gate(order_policy.leading_allowed)
     orders = FlushLoop(

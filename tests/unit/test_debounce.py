@@ -124,12 +124,12 @@ def test_leading_gate_sees_arrivals_within_the_quiet_time_and_can_refuse() -> No
     d.set_leading_gate(gate, leading=0.03)
     d.mark([1])
     c.t += 0.5
-    d.mark([2, 1])  # 1 is pending: not a new arrival
+    d.mark([2, 1])  # 1 is pending: it arrives again (counted) but is not gated again
     c.t += 0.5
     d.mark([3])
     c.t += 2.0
     d.mark([4])  # the earlier arrivals are older than the quiet time
-    assert seen == [1, 2, 3, 1]
+    assert seen == [1, 2, 4, 1]
     assert d.due_at(1) == 100.03 and d.due_at(2) == 100.53
     assert d.due_at(3) == 101.0 + 2.0  # refused: a burst is batched by the debounce
     assert d.due_at(4) == c.t + 0.03

@@ -386,3 +386,38 @@ def test_loop_reads_a_quiet_days_change_on_its_leading_edge() -> None:
     clock.now = 0.03  # the debouncer's wait_due sees it due (the test moves time by hand)
     asyncio.run(loop.run(stop))
     assert read == [(0.03, [42])]
+
+
+# ----- the tail's reserve in a burst ---------------------------------------------------------------
+def test_in_a_burst_a_read_keeps_the_tails_reserve_for_at_most_three_max_delays() -> None:
+    from katsyncd.flush import RESERVE_HOLD_FACTOR
+
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=10.0)
+    tokens = [10.5]
+    policy = FlushPolicy(lambda: tokens[0], lambda: RATE, reserve=lambda: 10.0)
+    deb.mark(range(20))  # 20 event marks in the quiet second: a burst
+    due = list(range(20))
+    assert policy.holds_reserve(deb, due)  # 10.5 - 1 < 10: the tail needs them
+    tokens[0] = 11.0
+    assert not policy.holds_reserve(deb, due)  # 11 - 1 >= 10: affordable
+    tokens[0] = 0.0
+    clock.now = RESERVE_HOLD_FACTOR * 10.0 - 0.01
+    deb.mark([99])  # still arriving
+    assert policy.holds_reserve(deb, due)
+    clock.now = RESERVE_HOLD_FACTOR * 10.0
+    deb.mark([98])
+    assert not policy.holds_reserve(deb, due)  # held long enough: read anyway
+
+
+def test_no_burst_no_reserve_and_variant_costs_count_a_cheaper_sweep() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    policy = FlushPolicy(lambda: 0.0, lambda: RATE, reserve=lambda: 100.0)
+    deb.mark([1, 2])  # two events: not a burst
+    assert not policy.holds_reserve(deb, [1, 2])
+    narrow = variant_policy(Sweep(ids=20, pages=8), SHORT)
+    assert narrow.cost(100) == 5  # 5 chunks of 20 ids
+    assert narrow.cost(1000) == 8  # 50 chunks, or a sweep of 8 pages
+    assert variant_policy(Sweep(ids=20, pages=None), SHORT).cost(1000) == 50
+    assert narrow.tail_cost(deb) == 1

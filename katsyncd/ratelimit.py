@@ -128,6 +128,7 @@ class KatanaLimiter:
         self._share = _check_share(share)
         self._reserve_fraction = reserve_fraction
         self._poll_reserve = poll_reserve
+        self._extra_poll_reserve: Callable[[], float] = lambda: 0.0
         self._bucket = _Bucket(self._effective_rate(), clock())
         self._paused_until = -math.inf
         # After a server-imposed pause the window frees requests one by one, not all at once:
@@ -230,7 +231,7 @@ class KatanaLimiter:
         if priority is Priority.RECONCILE:
             reserve = self._reserve_fraction * capacity
         elif priority is Priority.POLL and not self._adopt_remaining:
-            reserve = self._poll_reserve
+            reserve = self._poll_reserve + self._extra_poll_reserve()
         else:
             reserve = 0.0
         return max(1.0, min(capacity, reserve + 1.0))
@@ -301,6 +302,11 @@ class KatanaLimiter:
         self._bucket.refill(self._clock())
         self._configured = _check_rate(requests_per_minute)
         self._bucket.resize(self._effective_rate())
+
+    def set_poll_reserve(self, extra: Callable[[], float]) -> None:
+        """More tokens polls must leave, asked each time (e.g. a burst's tail, which the
+        flush policy knows); polls still go first after ``POLL_MAX_WAIT_SECONDS``."""
+        self._extra_poll_reserve = extra
 
     def set_share(self, share: float) -> None:
         """Live reload: a new ``max_share`` of the account's quota."""

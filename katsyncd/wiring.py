@@ -27,6 +27,7 @@ from katsyncd.flush import (
     FlushLoop,
     FlushPolicy,
     VariantFlushPolicy,
+    bursting,
     flush_variants,
     resolve_orders,
 )
@@ -244,6 +245,8 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
         ready=ready,
     )
     order_policy = FlushPolicy(limiter.available, rate, reserve=tail)
+    # in a burst polls leave the tail's tokens too (they re-read what webhooks announce)
+    limiter.set_poll_reserve(lambda: tail() if bursting(marks.variants) else 0.0)
     parts.marks.variants.set_leading_gate(variant_policy.leading_allowed)
     parts.marks.orders.set_leading_gate(order_policy.leading_allowed)
     orders = FlushLoop(

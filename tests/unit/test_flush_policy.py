@@ -403,10 +403,10 @@ def test_in_a_burst_a_read_keeps_the_tails_reserve_for_at_most_three_max_delays(
     assert not policy.holds_reserve(deb, due)  # 11 - 1 >= 10: affordable
     tokens[0] = 0.0
     clock.now = RESERVE_HOLD_FACTOR * 10.0 - 0.01
-    deb.mark([99])  # still arriving
+    deb.mark(range(100, 110))  # still arriving
     assert policy.holds_reserve(deb, due)
     clock.now = RESERVE_HOLD_FACTOR * 10.0
-    deb.mark([98])
+    deb.mark(range(110, 120))
     assert not policy.holds_reserve(deb, due)  # held long enough: read anyway
 
 

@@ -544,3 +544,13 @@ def test_polls_leave_the_reserve_to_live_reads_once_the_window_is_known() -> Non
     limiter.observe(limit=60, remaining=2, reset=None)
     assert not limiter.try_acquire(Priority.POLL)  # 2 tokens: both are for live reads
     assert limiter.try_acquire(Priority.LIVE)
+
+
+def test_polls_also_leave_an_extra_reserve_asked_each_time() -> None:
+    extra = [5.0]
+    limiter = KatanaLimiter(60, poll_reserve=1.0, clock=lambda: 0.0)
+    limiter.set_poll_reserve(lambda: extra[0])
+    limiter.observe(limit=60, remaining=6, reset=None)
+    assert not limiter.try_acquire(Priority.POLL)  # 6 < 1 + 5 + 1
+    extra[0] = 0.0  # the burst is over
+    assert limiter.try_acquire(Priority.POLL)

@@ -389,7 +389,7 @@ def test_loop_reads_a_quiet_days_change_on_its_leading_edge() -> None:
 
 
 # ----- the tail's reserve in a burst --------------------------------------------------------------
-def test_in_a_burst_a_read_keeps_the_tails_reserve_for_at_most_three_max_delays() -> None:
+def test_in_a_burst_a_read_keeps_the_tails_reserve_for_a_bounded_time() -> None:
     from katsyncd.flush import RESERVE_HOLD_FACTOR
 
     clock = JumpClock()

@@ -200,8 +200,11 @@ class VariantFlushPolicy(FlushPolicy):
             return False  # ids are not the bottleneck: the page-sized batching applies
         pages = self._katana.inventory_sweep_pages() or 0
         cost = min(pages or len(deb), math.ceil(len(deb) / ids))
-        if len(due) >= len(deb) or self._budget() >= max(cost, self._rate() / 2):
-            return False  # the burst is over, or the budget holds the whole read
+        if len(due) >= len(deb):
+            return False  # the burst is over
+        if not bursting(deb) and self._budget() >= max(cost, self._rate() / 2):
+            return False  # the budget holds the whole read (a burst's reserve saves tokens:
+            # they are for the read after it, not for one that is stale before it ends)
         sweep_seconds = pages * 60.0 / self._rate()
         cap = max(deb.max_delay, 2 * sweep_seconds)
         return oldest is not None and deb.now() < oldest + cap

@@ -152,12 +152,14 @@ def test_read_not_held_when_ids_are_no_bottleneck_budget_holds_it_or_all_due() -
     clock = JumpClock()
     deb = deb_on(clock)
     deb.mark(range(50), settled=True)
-    deb.mark(range(50, 150))
+    deb.mark(range(50, 150), first_seen=0.0)  # pending, not due, but no burst is arriving
     # a page of ids per request: the page-sized batching applies, no hold
     assert not variant_policy(Sweep(cheaper_from=100, ids=250), SHORT).hold_sweep(deb, deb.due())
     # 20 ids per request, but the budget holds the whole read (8 chunks, half a minute's rate)
     assert not variant_policy(Sweep(cheaper_from=100, ids=20), PLENTY).hold_sweep(deb, deb.due())
     assert variant_policy(Sweep(cheaper_from=100, ids=20), SHORT).hold_sweep(deb, deb.due())
+    deb.mark(range(150, 160))  # events arriving: a burst's saved tokens are for after it
+    assert variant_policy(Sweep(cheaper_from=100, ids=20), PLENTY).hold_sweep(deb, deb.due())
     clock.now = 1.0  # every pending variant is due: nothing more is coming
     assert not variant_policy(Sweep(cheaper_from=100, ids=20), SHORT).hold_sweep(deb, deb.due())
 

@@ -12,6 +12,7 @@ the quiet time; later marks of it within the window coalesce as usual (the trail
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -47,6 +48,7 @@ class Debouncer:
         self._leading: set[int] = set()  # pending keys due on their leading edge
         self._taken: dict[int, float] = {}  # key -> when its leading-edge read was taken
         self._arrivals: deque[float] = deque()  # event marks within the last debounce
+        self.stream_started = -math.inf  # first event mark after the last quiet time
 
     def set_leading_gate(self, gate: LeadingGate, leading: float = LEADING_SECONDS) -> None:
         """Allow leading-edge reads when ``gate(arrivals)`` says so (see the module doc)."""
@@ -74,6 +76,9 @@ class Debouncer:
         for k in keys:
             first = self._first.get(k)
             if first_seen is None and not settled:  # an event (not a read): it arrives
+                self._prune_arrivals(now)
+                if not self._arrivals:
+                    self.stream_started = now  # events after a quiet time: a new stream
                 self._arrivals.append(now)
                 if first is None:
                     self._arrived(k, now)

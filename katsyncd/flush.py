@@ -207,6 +207,10 @@ class VariantFlushPolicy(FlushPolicy):
             # they are for the read after it, not for one that is stale before it ends)
         sweep_seconds = pages * 60.0 / self._rate()
         cap = max(deb.max_delay, 2 * sweep_seconds)
+        if oldest is not None and bursting(deb):
+            # from this burst's first event: marks left pending from before it (a warm-up)
+            # must not cut the hold short
+            oldest = max(oldest, deb.stream_started)
         return oldest is not None and deb.now() < oldest + cap
 
     def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:

@@ -58,6 +58,10 @@ LEADING_MAX_ARRIVALS = 3
 # In a burst a read that would eat into the tail's reserve waits at most this many max_delays
 # (bench --scenario burst: at 6 nothing was read mid-burst and the tail was 30 s; at 3, 18.5 s).
 RESERVE_HOLD_FACTOR = 3.0
+# With few ids per request a sweep is held while a burst lasts, at most this long after its
+# first event (bench --scenario burst --array-filter-limit 20: released after 30 s, a second
+# sweep followed and the run did not converge within 120 s of the last event).
+SWEEP_HOLD_IN_BURST_SECONDS = 120.0
 
 
 def variants_per_page(locations: int, ids_per_request: int) -> int:
@@ -208,9 +212,11 @@ class VariantFlushPolicy(FlushPolicy):
         sweep_seconds = pages * 60.0 / self._rate()
         cap = max(deb.max_delay, 2 * sweep_seconds)
         if oldest is not None and bursting(deb):
-            # from this burst's first event: marks left pending from before it (a warm-up)
-            # must not cut the hold short
+            # from this burst's first event (marks left pending from before it, a warm-up,
+            # must not cut the hold short), and while it lasts up to SWEEP_HOLD_IN_BURST:
+            # each sweep started mid-burst is paid again after it
             oldest = max(oldest, deb.stream_started)
+            cap = max(cap, SWEEP_HOLD_IN_BURST_SECONDS)
         return oldest is not None and deb.now() < oldest + cap
 
     def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:

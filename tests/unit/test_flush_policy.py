@@ -425,16 +425,23 @@ def test_no_burst_no_reserve_and_variant_costs_count_a_cheaper_sweep() -> None:
     assert narrow.tail_cost(deb) == 1
 
 
-def test_a_held_sweep_counts_from_the_bursts_first_event_not_an_older_mark() -> None:
+def test_a_held_sweep_lasts_as_long_as_the_burst_from_its_first_event() -> None:
+    from katsyncd.flush import SWEEP_HOLD_IN_BURST_SECONDS
+
     clock = JumpClock()
     deb = deb_on(clock, debounce=1.0, max_delay=4.0)
     sweep = Sweep(cheaper_from=100, pages=10, ids=20)  # a 10 s sweep at 60/min: cap 20 s
     deb.mark([1], first_seen=-100.0)  # left pending from before (a warm-up)
     policy = variant_policy(sweep, SHORT)
-    for _ in range(250):  # a burst from t=0 to t=25
+    for _ in range(300):  # a burst from t=0 to t=30: held throughout, past the 20 s cap
         deb.mark(range(int(clock.now * 10) % 500, int(clock.now * 10) % 500 + 5))
         clock.now += 0.1
-        if clock.now < 19.9:
-            assert policy.hold_sweep(deb, deb.due()), clock.now
+        assert policy.hold_sweep(deb, deb.due()), clock.now
     assert deb.stream_started == 0.0
-    assert not policy.hold_sweep(deb, deb.due())  # 25 s after the burst began
+    clock.now += 1.5  # the burst is over: one read settles it all
+    assert not policy.hold_sweep(deb, deb.due())
+    start = clock.now
+    while clock.now < start + SWEEP_HOLD_IN_BURST_SECONDS:  # an endless burst ...
+        deb.mark(range(600, 610))
+        clock.now += 0.5
+    assert not policy.hold_sweep(deb, deb.due())  # ... is held at most this long

@@ -97,6 +97,8 @@ DEFAULT_POOL_MAX_CONNECTIONS = 10
 DEFAULT_KATANA_BASE_URL = "https://api.katanamrp.com/v1"
 DEFAULT_KATANA_REQUESTS_PER_MINUTE = 60
 MAX_KATANA_REQUESTS_PER_MINUTE = 10_000
+# Fraction of the account's Katana quota katsyncd may use: the rest is left to other apps.
+DEFAULT_KATANA_MAX_SHARE = 0.8
 DEFAULT_KATANA_TIMEOUT_SECONDS = 30.0
 DEFAULT_KATANA_IDS_PER_REQUEST = 250  # repeated ids per filtered read (Katana pages by 250)
 
@@ -415,6 +417,7 @@ class KatanaConfig(_Frozen):
     requests_per_minute: int = Field(
         default=DEFAULT_KATANA_REQUESTS_PER_MINUTE, ge=1, le=MAX_KATANA_REQUESTS_PER_MINUTE
     )
+    max_share: float = Field(default=DEFAULT_KATANA_MAX_SHARE, gt=0, le=1)
     timeout_seconds: float = Field(default=DEFAULT_KATANA_TIMEOUT_SECONDS, gt=0)
     ids_per_request: int = Field(
         default=DEFAULT_KATANA_IDS_PER_REQUEST, ge=1, le=DEFAULT_KATANA_IDS_PER_REQUEST

@@ -24,7 +24,12 @@ from katsyncd.db import Database
 from katsyncd.debounce import Debouncer
 from katsyncd.httpapp import HttpDeps, HttpServer, start_server
 from katsyncd.katana import KatanaClient, PageHook
-from katsyncd.katana_window import restore_katana_window, save_katana_window
+from katsyncd.katana_window import (
+    restore_ids_limit,
+    restore_katana_window,
+    save_ids_limit,
+    save_katana_window,
+)
 from katsyncd.leadership import Notifications, parse_marks, replica_id
 from katsyncd.metrics import Metrics
 from katsyncd.persistence.lease import LEASE_CHANNEL
@@ -87,6 +92,7 @@ class Daemon:
             self.parts = parts
             parts.marks.deactivate()  # a follower until the lease says otherwise
             restore_katana_window(parts.katana_limiter, self.config)
+            restore_ids_limit(parts.katana, self.config)
             loops = daemon_loops(parts, self.life, self.rng)
             try:
                 http = await self._start_http(parts, loops.status.document)
@@ -117,6 +123,7 @@ class Daemon:
                 if self._http is not None:
                     await self._http.close()
                 save_katana_window(parts.katana_limiter, self.config)
+                save_ids_limit(parts.katana, self.config)
         log.info("daemon_stopped")
 
     def _install_signals(self) -> None:
@@ -180,6 +187,7 @@ class Daemon:
         running until the lease is lost (stopped at once) or the daemon stops (drained)."""
         lead, term_stop = parts.leadership, asyncio.Event()
         assert lead is not None
+        parts.engine.inventory_cache.forget_all()  # another replica may have led meanwhile
         try:
             await parts.marks.activate()
         except TRANSIENT_ERRORS as exc:  # Postgres went away: the lease lapses, or we retry

@@ -2,15 +2,31 @@
 
 A key is due ``debounce`` seconds after its last mark, and never later than ``max_delay``
 after its first. The durable copy of the marks is in Postgres; this is only the timing.
+
+Leading edge: when a gate allows it (the budget is plenty and few keys are arriving), the
+first mark of a key whose last leading-edge read is ``debounce`` seconds old or more is due
+``leading`` seconds later (tens of ms: what arrives together is read together), not after
+the quiet time; later marks of it within the window coalesce as usual (the trailing edge).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 
 from katsyncd.waiting import wait_either
+
+LEADING_SECONDS = 0.03  # a leading-edge key is read this soon after its first mark
+# Gate: given how many marks events made within the last ``debounce`` seconds (this one
+# included), may this key be read on its leading edge?
+LeadingGate = Callable[[int], bool]
+
+
+def _never(arrivals: int) -> bool:
+    return False
 
 
 class Debouncer:
@@ -27,6 +43,16 @@ class Debouncer:
         self._first: dict[int, float] = {}
         self._last: dict[int, float] = {}
         self._changed = asyncio.Event()
+        self.leading = LEADING_SECONDS
+        self._gate: LeadingGate = _never
+        self._leading: set[int] = set()  # pending keys due on their leading edge
+        self._taken: dict[int, float] = {}  # key -> when its leading-edge read was taken
+        self._arrivals: deque[float] = deque()  # event marks within the last debounce
+        self.stream_started = -math.inf  # first event mark after the last quiet time
+
+    def set_leading_gate(self, gate: LeadingGate, leading: float = LEADING_SECONDS) -> None:
+        """Allow leading-edge reads when ``gate(arrivals)`` says so (see the module doc)."""
+        self._gate, self.leading = gate, leading
 
     def __len__(self) -> int:
         return len(self._first)
@@ -49,13 +75,43 @@ class Debouncer:
         last = now - self.debounce if settled else now
         for k in keys:
             first = self._first.get(k)
+            if first_seen is None and not settled:  # an event (not a read): it arrives
+                self._prune_arrivals(now)
+                if not self._arrivals:
+                    self.stream_started = now  # events after a quiet time: a new stream
+                self._arrivals.append(now)
+                if first is None:
+                    self._arrived(k, now)
             start = now if first_seen is None else min(first_seen, now)
             self._first[k] = start if first is None else min(first, start)
             self._last[k] = last if k not in self._last else max(self._last[k], last)
+        self._prune_arrivals(now)
         self._changed.set()
 
+    def arrivals(self) -> int:
+        """Marks from events (not reads) within the last ``debounce`` seconds."""
+        self._prune_arrivals(self._clock())
+        return len(self._arrivals)
+
+    def _prune_arrivals(self, now: float) -> None:
+        arrivals = self._arrivals
+        while arrivals and arrivals[0] <= now - self.debounce:
+            arrivals.popleft()
+
+    def _arrived(self, key: int, now: float) -> None:
+        """An event's mark of a key not pending: on its leading edge if its last
+        leading-edge read is long enough ago and the gate allows."""
+        self._prune_arrivals(now)
+        taken = self._taken.get(key)
+        recently_read = taken is not None and now - taken < self.debounce
+        if not recently_read and self._gate(len(self._arrivals)):
+            self._leading.add(key)
+
     def due_at(self, key: int) -> float:
-        return min(self._last[key] + self.debounce, self._first[key] + self.max_delay)
+        trailing = min(self._last[key] + self.debounce, self._first[key] + self.max_delay)
+        if key in self._leading:
+            return min(trailing, self._first[key] + self.leading)
+        return trailing
 
     def next_due_at(self) -> float | None:
         if not self._first:
@@ -72,11 +128,22 @@ class Debouncer:
     def take(self, keys: Iterable[int]) -> dict[int, float]:
         """Remove keys (they are being read); returns each key's first-mark time."""
         taken = {}
+        now = self._clock()
         for k in keys:
             if k in self._first:
                 taken[k] = self._first.pop(k)
                 self._last.pop(k, None)
+                if k in self._leading:  # a leading-edge read opens its key's window
+                    self._leading.discard(k)
+                    self._taken[k] = now
+        self._forget_taken(now)
         return taken
+
+    def _forget_taken(self, now: float) -> None:
+        """Drop read times older than the quiet time (they no longer hold a key back)."""
+        if len(self._taken) > 2 * len(self._first) + 64:
+            horizon = now - self.debounce
+            self._taken = {k: t for k, t in self._taken.items() if t > horizon}
 
     async def wait_due(self, stop: asyncio.Event) -> bool:
         """Wait until some key is due; False if ``stop`` was set first."""

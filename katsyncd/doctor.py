@@ -503,7 +503,7 @@ async def diagnose(cfg: Config, stores: Sequence[StoreConfig], webhook_url: str 
             session,
             k.base_url,
             k.api_key_value(),
-            KatanaLimiter(k.requests_per_minute),
+            KatanaLimiter(k.requests_per_minute, share=k.max_share),
             max_attempts=ATTEMPTS,
             timeout=k.timeout_seconds,
         )

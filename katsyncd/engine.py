@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 import structlog
 
 from katsyncd.db import Database
+from katsyncd.invcache import InventoryCache
 from katsyncd.katana import KatanaClient
 from katsyncd.metrics import Metrics
 from katsyncd.models import BcItem, InventoryRow, KatanaVariant, Priority
@@ -83,6 +84,8 @@ class Engine:
         # When each variant's inventory was last read (its read started): a stock movement
         # older than that is already reflected and needs no second read.
         self.last_read: dict[int, datetime] = {}
+        # Rows read last, kept while nothing says the stock moved (only commitments changed).
+        self.inventory_cache = InventoryCache()
 
     # ----- the read-compute-record step ----------------------------------------------------
     async def refresh(
@@ -124,14 +127,24 @@ class Engine:
     ) -> dict[int, list[InventoryRow]]:
         """Bulk-read the inventory of winners that some store sells (never per variant)."""
         skus = {sku for _, sku in items}
-        read = {v.id for sku, v in winners.items() if sku in skus}
+        wanted = {v.id for sku, v in winners.items() if sku in skus}
+        cache = self.inventory_cache
+        rows = {v: r for v in wanted if (r := cache.rows(v)) is not None}
+        read = wanted - rows.keys()
+        if rows:
+            self.metrics.inventory_cache_hits.inc(len(rows))
         if not read:
-            return {}
+            return rows
         self.reads += 1
         started = datetime.now(UTC)
-        rows = group_inventory(await self.katana.inventory(read, priority=priority))
+        pending = cache.begin(read)
+        try:
+            fresh = group_inventory(await self.katana.inventory(read, priority=priority))
+        finally:
+            cache.abandon(pending)
+        cache.end(pending, fresh)
         self.last_read.update(dict.fromkeys(read, started))
-        return rows
+        return rows | fresh
 
     async def _confirm_live(
         self,

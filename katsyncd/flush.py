@@ -52,6 +52,18 @@ def budget_plenty(available: float, requests_per_minute: float) -> bool:
     return available >= requests_per_minute / 2
 
 
+# More marks than this from events within the quiet time is a burst: no leading edge (each
+# would cost a request of its own); the trailing edge batches them.
+LEADING_MAX_ARRIVALS = 3
+# In a burst a read that would eat into the tail's reserve waits at most this many max_delays
+# (bench --scenario burst: at 6 nothing was read mid-burst and the tail was 30 s; at 3, 18.5 s).
+RESERVE_HOLD_FACTOR = 3.0
+# With few ids per request a sweep is held while a burst lasts, at most this long after its
+# first event (bench --scenario burst --array-filter-limit 20: released after 30 s, a second
+# sweep followed and the run did not converge within 120 s of the last event).
+SWEEP_HOLD_IN_BURST_SECONDS = 120.0
+
+
 def variants_per_page(locations: int, ids_per_request: int) -> int:
     """Variants one /inventory request reads: one row per (variant, location), and no more
     ids than the gateway honours."""
@@ -60,9 +72,11 @@ def variants_per_page(locations: int, ids_per_request: int) -> int:
 
 
 def should_wait_for_more(deb: Debouncer, due: list[int], per_page: int, *, plenty: bool) -> bool:
-    """In a burst with the Katana budget low, wait for a full page (or the deadline)
-    rather than spend a request on a few keys. On a quiet day read at once."""
-    if plenty:
+    """In a burst (more keys arriving than the leading edge takes) or with the Katana budget
+    low, wait for a full page (or the deadline) rather than spend a request on a few keys:
+    tokens go in proportion to what arrives, and the tail after the burst finds them. On a
+    quiet day read at once."""
+    if plenty and deb.arrivals() <= LEADING_MAX_ARRIVALS:
         return False
     if len(due) >= per_page or len(deb) < per_page:
         return False  # a full page is ready, or there is no burst to wait for
@@ -70,22 +84,65 @@ def should_wait_for_more(deb: Debouncer, due: list[int], per_page: int, *, plent
     return oldest is not None and deb.now() < oldest + deb.max_delay
 
 
-class FlushPolicy:
-    """Sales orders: a page of ``KATANA_PAGE_ROWS``, waited for only when the budget is short."""
+def bursting(deb: Debouncer) -> bool:
+    """More marks arrive from events than the leading edge takes."""
+    return deb.arrivals() > LEADING_MAX_ARRIVALS
 
-    def __init__(self, budget: Callable[[], float], rate: Callable[[], float]) -> None:
+
+class FlushPolicy:
+    """Sales orders: a page of ``KATANA_PAGE_ROWS``, waited for only when the budget is short
+    or a burst is on; in a burst, ``reserve()`` tokens are kept for the tail."""
+
+    def __init__(
+        self,
+        budget: Callable[[], float],
+        rate: Callable[[], float],
+        *,
+        reserve: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self._budget = budget  # Katana requests available now
         self._rate = rate  # Katana requests per minute (a reload may change it)
+        self._reserve = reserve  # tokens the tail of a burst will need (see holds_reserve)
 
     def budget_plenty(self) -> bool:
         return budget_plenty(self._budget(), self._rate())
+
+    def leading_allowed(self, arrivals: int) -> bool:
+        """The debouncer's leading-edge gate: read a key's first change at once when few keys
+        are arriving (``arrivals`` within the quiet time) and a quarter of a minute's
+        requests are available (a steady quiet day keeps about that much: the account's
+        window also counts the polls and what max_share leaves to others); in a burst, or on
+        a short budget, the debounce batches (it protects the budget)."""
+        return arrivals <= LEADING_MAX_ARRIVALS and self._budget() >= self._rate() / 4
 
     def per_page(self) -> int:
         return KATANA_PAGE_ROWS
 
     def wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
         """Read nothing yet: ``due`` is too small a batch for what it would cost now."""
+        if self.holds_reserve(deb, due):
+            return True
         return should_wait_for_more(deb, due, self.per_page(), plenty=self.budget_plenty())
+
+    def cost(self, keys: int) -> int:
+        """Katana requests reading ``keys`` keys takes (pages)."""
+        return math.ceil(keys / max(1, self.per_page()))
+
+    def tail_cost(self, deb: Debouncer) -> int:
+        """What reading everything pending here would take (the tail of a burst)."""
+        return self.cost(len(deb))
+
+    def holds_reserve(self, deb: Debouncer, due: list[int]) -> bool:
+        """During a burst, read only if the tokens left after this read still cover
+        ``reserve()`` (what the tail will need once the events stop): pages read mid-burst
+        go stale and are paid again, the tail's are what the merchant waits for. Bounded:
+        a key waits at most ``RESERVE_HOLD_FACTOR`` x ``max_delay`` after its first mark."""
+        if not bursting(deb):
+            return False
+        if self._budget() - self.cost(len(due)) >= self._reserve():
+            return False
+        oldest = deb.oldest_first_seen(due)
+        return oldest is not None and deb.now() < oldest + RESERVE_HOLD_FACTOR * deb.max_delay
 
     def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:
         return batch
@@ -103,8 +160,9 @@ class VariantFlushPolicy(FlushPolicy):
         katana: SweepCost,
         locations: Callable[[], int],
         catalogs_pending: Callable[[], bool],
+        reserve: Callable[[], float] = lambda: 0.0,
     ) -> None:
-        super().__init__(budget, rate)
+        super().__init__(budget, rate, reserve=reserve)
         self._katana = katana
         self._locations = locations
         self._catalogs_pending = catalogs_pending  # some store's first catalog refresh is due
@@ -114,6 +172,12 @@ class VariantFlushPolicy(FlushPolicy):
 
     def wait_for_more(self, deb: Debouncer, due: list[int]) -> bool:
         return super().wait_for_more(deb, due) or self.hold_sweep(deb, due)
+
+    def cost(self, keys: int) -> int:
+        """Id chunks, or one full /inventory sweep if that is fewer requests."""
+        chunks = super().cost(keys)
+        sweep = self._katana.inventory_sweep_pages()
+        return chunks if sweep is None else min(chunks, sweep)
 
     def hold_sweep(self, deb: Debouncer, due: list[int]) -> bool:
         """With few ids per request (fewer than an /inventory page holds) and the budget short
@@ -140,10 +204,19 @@ class VariantFlushPolicy(FlushPolicy):
             return False  # ids are not the bottleneck: the page-sized batching applies
         pages = self._katana.inventory_sweep_pages() or 0
         cost = min(pages or len(deb), math.ceil(len(deb) / ids))
-        if len(due) >= len(deb) or self._budget() >= max(cost, self._rate() / 2):
-            return False  # the burst is over, or the budget holds the whole read
+        if len(due) >= len(deb):
+            return False  # the burst is over
+        if not bursting(deb) and self._budget() >= max(cost, self._rate() / 2):
+            return False  # the budget holds the whole read (a burst's reserve saves tokens:
+            # they are for the read after it, not for one that is stale before it ends)
         sweep_seconds = pages * 60.0 / self._rate()
         cap = max(deb.max_delay, 2 * sweep_seconds)
+        if oldest is not None and bursting(deb):
+            # from this burst's first event (marks left pending from before it, a warm-up,
+            # must not cut the hold short), and while it lasts up to SWEEP_HOLD_IN_BURST:
+            # each sweep started mid-burst is paid again after it
+            oldest = max(oldest, deb.stream_started)
+            cap = max(cap, SWEEP_HOLD_IN_BURST_SECONDS)
         return oldest is not None and deb.now() < oldest + cap
 
     def widen(self, deb: Debouncer, batch: list[int], max_batch: int) -> list[int]:

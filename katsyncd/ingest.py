@@ -252,6 +252,10 @@ def effects_for(
         out.append(Effect("poll", "variants"))
     if event in ("product.updated", "product.deleted"):  # archiving shows only in a sweep
         out.append(Effect("poll", "variant_sweep"))
+        if object_id is not None:
+            # ... or in a read of the product's variants (archived ones have no inventory
+            # rows, which the engine checks): at once, not after the sweep's spacing
+            out.append(Effect("product", object_id))
     if event in SALES_ORDER_EVENTS and object_id is None:
         out.append(Effect("poll", "sales_orders"))
     return tuple(out)

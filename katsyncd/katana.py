@@ -175,6 +175,16 @@ class KatanaClient:
         learned = self._learned_ids_limit
         return self._ids_per_request if learned is None else min(learned, self._ids_per_request)
 
+    @property
+    def learned_ids_limit(self) -> int | None:
+        """Ids per request the gateway was seen to honour at most (None: never lowered)."""
+        return self._learned_ids_limit
+
+    def adopt_learned_ids_limit(self, limit: int) -> None:
+        """Start from a size a previous process learned (kept under ``state_dir``)."""
+        self._learned_ids_limit = min(max(1, limit), IDS_PER_REQUEST)
+        self._publish_ids_per_request()
+
     def id_filter_status(self) -> dict[str, Any]:
         """For ``/status`` (under ``katana``): configured and effective ids per request, and
         each time the size was lowered (newest last)."""
@@ -831,6 +841,22 @@ def _optional_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
+def _optional_decimal(value: Any) -> Decimal | None:
+    """A hint's quantity (``balance_after``): None when missing or not a number."""
+    try:
+        return None if value is None else parse_decimal(value)
+    except ValueError:
+        return None
+
+
+def _hint_datetime(value: Any) -> datetime | None:
+    """A hint's time (an order's ``created_at``): None when missing or not a datetime."""
+    try:
+        return parse_optional_datetime(value)
+    except ValueError:
+        return None
+
+
 def _optional_str(value: Any) -> str | None:
     return None if value is None or value == "" else str(value)
 
@@ -895,6 +921,7 @@ def parse_sales_order(row: Mapping[str, Any]) -> SalesOrder:
         deleted_at=parse_optional_datetime(row.get("deleted_at")),
         rows=tuple(parse_sales_order_row(r) for r in row.get("sales_order_rows") or ()),
         order_no=_optional_str(row.get("order_no")),
+        created_at=_hint_datetime(row.get("created_at")),
     )
 
 
@@ -905,6 +932,7 @@ def parse_movement(row: Mapping[str, Any]) -> Movement:
         variant_id=int(row["variant_id"]),
         location_id=int(row["location_id"]),
         updated_at=parse_datetime(row["updated_at"]),
+        balance_after=_optional_decimal(row.get("balance_after")),
     )
 
 

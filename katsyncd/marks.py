@@ -48,6 +48,9 @@ class StaleMarks:
         self.variants = Debouncer(debounce, max_delay, clock=clock)
         self.orders = Debouncer(min(debounce, ORDER_DEBOUNCE_CAP_SECONDS), max_delay, clock=clock)
         self.poll_wake = asyncio.Event()  # a committed webhook asked for a poll
+        # Told of every variant mark that may mean its stock moved (all but commitment-only
+        # marks, ``time_commitments``): the engine's inventory cache forgets them.
+        self.stock_in_question: Callable[[Collection[int]], None] = lambda ids: None
 
     def configure(self, debounce: float, max_delay: float) -> None:
         """New timings (a reload); pending marks keep their first-seen times."""
@@ -62,6 +65,7 @@ class StaleMarks:
 
     def _time_effects(self, effects: list[Effect]) -> None:
         variant_ids = [int(e.ident) for e in effects if e.kind == "variant"]
+        self.stock_in_question(variant_ids)
         self._metrics.debounce_marks.inc(len(variant_ids))
         self.variants.mark(variant_ids)
         self.orders.mark(int(e.ident) for e in effects if e.kind == "sales_order")
@@ -82,8 +86,16 @@ class StaleMarks:
         if not self.active:
             return
         unique = sorted(set(ids))
+        self.stock_in_question(unique)
         self._metrics.debounce_marks.inc(len(unique))
         self.variants.mark(unique, settled=True)  # from a read of Katana: no quiet time needed
+
+    def time_commitments(self, ids: Collection[int]) -> None:
+        """Time variants whose committed stock alone changed (an open sales order created or
+        edited, marked durably by the mirror write): their stock is not in question."""
+        unique = sorted(set(ids))
+        self._metrics.debounce_marks.inc(len(unique))
+        self.variants.mark(unique, settled=True)
 
     async def mark_sales_orders(self, ids: Collection[int], reason: str) -> None:
         """Durably mark sales orders for resolution (a row poll met an order not mirrored)."""

@@ -102,6 +102,22 @@ class Metrics:
             "Requests the Katana limiter can still send in the current window",
             registry=r,
         )
+        self.katana_max_share = Gauge(
+            "katsyncd_katana_max_share",
+            "Fraction of the Katana account's quota katsyncd may use ([katana] max_share)",
+            registry=r,
+        )
+        self.katana_requests_per_minute = Gauge(
+            "katsyncd_katana_requests_per_minute",
+            "Katana requests a minute katsyncd allows itself (its share of the account's quota)",
+            registry=r,
+        )
+        self.inventory_cache_hits = Counter(
+            "katsyncd_inventory_cache_hits_total",
+            "Variants whose level was recomputed from the inventory read last instead of a new "
+            "Katana read (only their committed stock had changed)",
+            registry=r,
+        )
         self.katana_limiter_wait_seconds = Counter(
             "katsyncd_katana_limiter_wait_seconds_total",
             "Seconds spent waiting on the Katana limiter, by priority",

@@ -15,6 +15,9 @@ Tracking = Literal["product", "variant", "none"]
 # already left in_stock). Partial states keep their rows committed: the API does not say which
 # rows were packed, so katsyncd errs toward not overselling.
 OPEN_SO_STATUSES = frozenset({"NOT_SHIPPED", "PARTIALLY_PACKED", "PARTIALLY_DELIVERED"})
+# Statuses between which an order moves no stock: only what is committed changes (packing or
+# delivering takes stock out, moving back restores it).
+STOCK_NEUTRAL_SO_STATUSES = frozenset({"NOT_SHIPPED", "PENDING"})
 
 
 class Priority(IntEnum):
@@ -65,6 +68,7 @@ class SalesOrder:
     deleted_at: datetime | None
     rows: tuple[SalesOrderRow, ...] = ()
     order_no: str | None = None  # Katana's order number, shown by `katsyncd explain`
+    created_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +91,7 @@ class Movement:
     variant_id: int
     location_id: int
     updated_at: datetime
+    balance_after: Decimal | None = None  # in stock at the location after the movement
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from katsyncd.models import (
     SalesOrderRowChange,
 )
 from katsyncd.persistence import mirror, stale, watermarks
+from katsyncd.readorder import ReadOrder
 
 log = structlog.get_logger(__name__)
 
@@ -73,6 +74,7 @@ class Poller:
         timed: TimeFn | None = None,
         timed_orders: TimeFn | None = None,
         cold: ColdSweep | None = None,
+        timed_commitments: TimeFn | None = None,
     ) -> None:
         self.db = db
         self.katana = katana
@@ -87,9 +89,12 @@ class Poller:
         # The first variants poll of an empty mirror, as one /inventory?extend=variant sweep;
         # with it, every variant the mirror gains is levelled or marked (see catalog_may_start).
         self._cold = cold
-        # Reads of orders or rows and their writes to the mirror happen under this lock, so a
-        # write never replaces what a later read already wrote.
+        self._timed_commitments = timed_commitments  # only committed stock changed
+        # Writes of orders or rows to the mirror happen under this lock, and skip what a read
+        # started later already wrote (``ReadOrder``), so a write never replaces what a later
+        # read already wrote; reads (which wait for tokens) hold no lock.
         self._orders_lock = asyncio.Lock()
+        self._read_order = ReadOrder()
         self._orders_bootstrapped = False  # this process mirrored every open order itself
         self._seen_movements: dict[int, datetime] = {}
         self.last_poll: dict[str, float] = {}
@@ -227,25 +232,34 @@ class Poller:
     async def poll_sales_orders(self) -> int:
         since = await self.watermark("sales_orders")
         start = datetime.now(UTC)
-        async with self._orders_lock:
-            if since is None:
+        if since is None:
+            async with self._orders_lock:
                 newest = await self._bootstrap_sales_orders()
-                self._orders_bootstrapped = True
-                await self._set_watermark("sales_orders", newest or start - BOOTSTRAP_SKEW)
-                return 0
-            marked, newest = await self._orders_since(since - WATERMARK_OVERLAP, Priority.POLL)
+            self._orders_bootstrapped = True
+            await self._set_watermark("sales_orders", newest or start - BOOTSTRAP_SKEW)
+            return 0
+        marked, newest = await self._orders_since(since - WATERMARK_OVERLAP, Priority.POLL)
         await self._set_watermark("sales_orders", max(newest or since, since))
         return marked
 
     async def _orders_since(
-        self, since: datetime, priority: Priority, on_page: PageCounter | None = None
+        self,
+        since: datetime,
+        priority: Priority,
+        on_page: PageCounter | None = None,
+        *,
+        locked: bool = False,
     ) -> tuple[int, datetime | None]:
         marked, newest = 0, None
-        async for page in self.katana.sales_orders(
-            updated_at_min=since, include_deleted=True, priority=priority, on_page=on_page
-        ):
-            marked += await self._apply_orders(page)
-            newest = max([newest or page[0].updated_at, *(o.updated_at for o in page)])
+        ticket = self._read_order.start()
+        try:
+            async for page in self.katana.sales_orders(
+                updated_at_min=since, include_deleted=True, priority=priority, on_page=on_page
+            ):
+                marked += await self._apply_orders(page, ticket=ticket, locked=locked)
+                newest = max([newest or page[0].updated_at, *(o.updated_at for o in page)])
+        finally:
+            self._read_order.done(ticket)
         return marked, newest
 
     async def _bootstrap_sales_orders(self) -> datetime | None:
@@ -277,27 +291,34 @@ class Poller:
                 marked = (await self.replace_open_sales_orders(Priority.POLL)).marked
             await self._set_watermark("sales_order_rows", start - BOOTSTRAP_SKEW)
             return marked
-        async with self._orders_lock:
-            marked, newest = await self._rows_since(since - WATERMARK_OVERLAP, Priority.POLL)
+        marked, newest = await self._rows_since(since - WATERMARK_OVERLAP, Priority.POLL)
         await self._set_watermark("sales_order_rows", max(newest or since, since))
         return marked
 
     async def _rows_since(
-        self, since: datetime, priority: Priority, on_page: PageCounter | None = None
+        self,
+        since: datetime,
+        priority: Priority,
+        on_page: PageCounter | None = None,
+        *,
+        locked: bool = False,
     ) -> tuple[int, datetime | None]:
         latest: dict[int, SalesOrderRowChange] = {}
-        async for page in self.katana.sales_order_rows(
-            updated_at_min=since, include_deleted=True, priority=priority, on_page=on_page
-        ):
-            for r in page:
-                seen = latest.get(r.id)
-                if seen is None or seen.updated_at <= r.updated_at:
-                    latest[r.id] = r
-        if not latest:
-            return 0, None
-        touched, unknown = await mirror.apply_row_changes(
-            self.db.pool, list(latest.values()), mark="sales_order_row"
-        )
+        ticket = self._read_order.start()
+        try:
+            async for page in self.katana.sales_order_rows(
+                updated_at_min=since, include_deleted=True, priority=priority, on_page=on_page
+            ):
+                for r in page:
+                    seen = latest.get(r.id)
+                    if seen is None or seen.updated_at <= r.updated_at:
+                        latest[r.id] = r
+            if not latest:
+                return 0, None
+            async with self._locked(locked):
+                touched, unknown = await self._apply_rows(ticket, list(latest.values()))
+        finally:
+            self._read_order.done(ticket)
         await self._marked(touched, "sales_order_row")
         if unknown:
             log.info("sales_order_rows_unknown_orders", orders=sorted(unknown)[:20])
@@ -327,13 +348,20 @@ class Poller:
                 orders.update((o.id, o) for o in page)
         out.orders = len(orders)
         async with self._orders_lock:
-            touched = await mirror.replace_sales_orders(
-                self.db.pool, list(orders.values()), mark="sales_orders_reread"
-            )
+            barrier = self._read_order.start()
+            try:
+                touched = await mirror.replace_sales_orders(
+                    self.db.pool, list(orders.values()), mark="sales_orders_reread"
+                )
+                # reads started before this point may be older than the sweep: the re-reads
+                # below bring every change since the sweep started
+                self._read_order.supersede_all(barrier)
+            finally:
+                self._read_order.done(barrier)
             since = started - WATERMARK_OVERLAP - CLOCK_SKEW_MARGIN
             quick = min(priority, Priority.POLL)  # short reads: do not hold the lock long
-            marked, _ = await self._orders_since(since, quick, count)
-            rows_marked, _ = await self._rows_since(since, quick, count)
+            marked, _ = await self._orders_since(since, quick, count, locked=True)
+            rows_marked, _ = await self._rows_since(since, quick, count, locked=True)
         await self._marked(touched, "sales_orders_reread")
         out.marked = len(touched) + marked + rows_marked
         self._orders_bootstrapped = True
@@ -348,14 +376,49 @@ class Poller:
         )
         return out
 
+    def _locked(self, held: bool) -> contextlib.AbstractAsyncContextManager[object]:
+        """The orders lock, unless the caller already holds it."""
+        return contextlib.nullcontext() if held else self._orders_lock
+
+    async def _apply_rows(
+        self, ticket: int, rows: list[SalesOrderRowChange]
+    ) -> tuple[set[int], set[int]]:
+        """Row changes to the mirror, but not those of orders a later read already wrote."""
+        skip = self._read_order.superseded(ticket, {r.sales_order_id for r in rows})
+        rows = [r for r in rows if r.sales_order_id not in skip]
+        if not rows:
+            return set(), set()
+        out = await mirror.apply_row_changes(self.db.pool, rows, mark="sales_order_row")
+        self._read_order.written(ticket, {r.sales_order_id for r in rows})
+        return out
+
     async def _apply_orders(
-        self, orders: list[SalesOrder], *, missing: Collection[int] = ()
+        self,
+        orders: list[SalesOrder],
+        *,
+        missing: Collection[int] = (),
+        ticket: int | None = None,
+        locked: bool = False,
     ) -> int:
-        touched = await mirror.apply_sales_orders(
-            self.db.pool, orders, missing=missing, mark="sales_order"
-        )
-        await self._marked(touched, "sales_order")
-        return len(touched)
+        """Orders read (``missing``: asked for, not returned) to the mirror, but not those a
+        read started after ``ticket`` already wrote; marks their variants."""
+        async with self._locked(locked):
+            if ticket is not None:
+                skip = self._read_order.superseded(ticket, [*(o.id for o in orders), *missing])
+                orders = [o for o in orders if o.id not in skip]
+                missing = [i for i in missing if i not in skip]
+            applied = await mirror.apply_sales_orders_split(
+                self.db.pool, orders, missing=missing, mark="sales_order"
+            )
+            if ticket is not None:
+                self._read_order.written(ticket, [*(o.id for o in orders), *missing])
+        moved, committed = applied.stock_moved, applied.touched - applied.stock_moved
+        await self._marked(moved, "sales_order")
+        if committed and self._timed_commitments is not None:
+            self._timed_commitments(committed)  # the level follows from the mirror (S4)
+        else:
+            await self._marked(committed, "sales_order")
+        return len(applied.touched)
 
     async def resolve_sales_orders(self, so_ids: Collection[int]) -> int:
         """Read these orders now (a webhook named them), refresh the mirror, mark variants."""
@@ -363,20 +426,27 @@ class Poller:
         wanted = set(so_ids)
         found: set[int] = set()
         marked = 0
-        async with self._orders_lock:
-            if math.ceil(len(wanted) / self.katana.effective_ids_per_request) > 1:
-                marked += await self._resolve_by_poll(wanted, found)
-            rest = sorted(wanted - found)
-            fetched: list[SalesOrder] = []
-            if rest:
-                async for page in self.katana.sales_orders(
-                    ids=rest, include_deleted=True, priority=Priority.LIVE
-                ):
-                    fetched.extend(page)
-            missing = set(rest) - {o.id for o in fetched}
-            marked += await self._apply_orders(fetched, missing=missing)
+        if math.ceil(len(wanted) / self.katana.effective_ids_per_request) > 1:
+            marked += await self._resolve_by_poll(wanted, found)
+        rest = sorted(wanted - found)
+        if rest:
+            marked += await self._resolve_by_ids(rest)
         await stale.clear_sales_order_marks(self.db.pool, gens)
         return marked
+
+    async def _resolve_by_ids(self, so_ids: list[int]) -> int:
+        """Read these orders by id (no lock held while waiting for tokens) and write them."""
+        ticket = self._read_order.start()
+        try:
+            fetched: list[SalesOrder] = []
+            async for page in self.katana.sales_orders(
+                ids=so_ids, include_deleted=True, priority=Priority.LIVE
+            ):
+                fetched.extend(page)
+            missing = set(so_ids) - {o.id for o in fetched}
+            return await self._apply_orders(fetched, missing=missing, ticket=ticket)
+        finally:
+            self._read_order.done(ticket)
 
     async def _resolve_by_poll(self, wanted: set[int], found: set[int]) -> int:
         """Read orders by an incremental ``updated_at_min`` poll while its remaining pages are
@@ -399,16 +469,20 @@ class Poller:
             priority=Priority.LIVE,
             on_page=on_page,
         )
-        async with contextlib.aclosing(reader) as orders:
-            async for page in orders:
-                marked += await self._apply_orders(page)
-                found.update(o.id for o in page if o.id in wanted)
-                newest = max([newest, *(o.updated_at for o in page)])
-                done, total = pages
-                left = math.ceil(len(wanted - found) / self.katana.effective_ids_per_request)
-                if done is not None and total is not None and total - done >= left:
-                    complete = total <= done
-                    break
+        ticket = self._read_order.start()
+        try:
+            async with contextlib.aclosing(reader) as orders:
+                async for page in orders:
+                    marked += await self._apply_orders(page, ticket=ticket)
+                    found.update(o.id for o in page if o.id in wanted)
+                    newest = max([newest, *(o.updated_at for o in page)])
+                    done, total = pages
+                    left = math.ceil(len(wanted - found) / self.katana.effective_ids_per_request)
+                    if done is not None and total is not None and total - done >= left:
+                        complete = total <= done
+                        break
+        finally:
+            self._read_order.done(ticket)
         if complete:
             await self._set_watermark("sales_orders", newest)
         self.metrics.katana_read_plans.labels(endpoint="/sales_orders", plan="poll").inc()
@@ -422,14 +496,17 @@ class Poller:
             await self._set_watermark("movements", start - BOOTSTRAP_SKEW)
             return 0
         newest, ids, seen = since, set(), {}
+        by_variant: dict[int, list[Movement]] = {}
         async for page in self.katana.inventory_movements(
             updated_at_min=since - WATERMARK_OVERLAP, priority=Priority.POLL
         ):
             for m in page:
                 if m.id not in self._seen_movements and not self._already_read(m):
                     ids.add(m.variant_id)
+                by_variant.setdefault(m.variant_id, []).append(m)
                 seen[m.id] = m.updated_at
                 newest = max(newest, m.updated_at)
+        ids = {v for v in ids if not self.engine.inventory_cache.reflects(by_variant[v])}
         if ids:
             await self._mark(ids, "inventory_movement")
         # Only now are these movements "seen": a read cut after some pages (an error) must not

@@ -92,7 +92,13 @@ class KatanaLimiter:
     the account) and adopts a lower X-Ratelimit-Limit; ``pause_for`` blocks everyone after a 429.
     Waiters are served LIVE before POLL before RECONCILE, FIFO within a priority. A RECONCILE
     waiter only takes a token that leaves ``reserve_fraction`` of the capacity in the bucket,
-    so a full reconcile never starves live changes.
+    so a full reconcile never starves live changes; a POLL waiter one that leaves
+    ``poll_reserve`` tokens (the last tokens are for the tail of a burst; not before the
+    server's first X-Ratelimit-Remaining is known at start, so the first poll does not wait).
+
+    ``share`` (``[katana] max_share``) is the fraction of the account's quota (the server's
+    X-Ratelimit-Limit, else the configured rate) this process may use: the bucket's capacity
+    and rate are ``min(configured, floor(account * share))``, at least 1.
 
     Only the head waiter (first of the most urgent non-empty queue) sleeps on the clock; the
     others wait on their own event and are woken when they become head.
@@ -103,6 +109,8 @@ class KatanaLimiter:
         requests_per_minute: int,
         *,
         reserve_fraction: float = 0.25,
+        poll_reserve: float = 0.0,
+        share: float = 1.0,
         clock: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         sleep: Sleep = asyncio.sleep,
@@ -110,13 +118,18 @@ class KatanaLimiter:
     ) -> None:
         if not 0.0 <= reserve_fraction < 1.0:
             raise ValueError(f"reserve_fraction must be in [0, 1), got {reserve_fraction}")
+        if poll_reserve < 0.0:
+            raise ValueError(f"poll_reserve must be >= 0, got {poll_reserve}")
         self._clock = clock
         self._wall_clock = wall_clock
         self._sleep = sleep
         self._configured = _check_rate(requests_per_minute)
         self._server_limit: int | None = None
+        self._share = _check_share(share)
         self._reserve_fraction = reserve_fraction
-        self._bucket = _Bucket(requests_per_minute, clock())
+        self._poll_reserve = poll_reserve
+        self._extra_poll_reserve: Callable[[], float] = lambda: 0.0
+        self._bucket = _Bucket(self._effective_rate(), clock())
         self._paused_until = -math.inf
         # After a server-imposed pause the window frees requests one by one, not all at once:
         # tokens that accrued during the pause are not spendable (else two go out at the reset
@@ -214,10 +227,14 @@ class KatanaLimiter:
 
     def _needed(self, priority: Priority) -> float:
         """Tokens the bucket must hold before ``priority`` may take one."""
-        if priority is not Priority.RECONCILE:
-            return 1.0
-        reserve = self._reserve_fraction * self._bucket.capacity
-        return max(1.0, min(self._bucket.capacity, reserve + 1.0))
+        capacity = self._bucket.capacity
+        if priority is Priority.RECONCILE:
+            reserve = self._reserve_fraction * capacity
+        elif priority is Priority.POLL and not self._adopt_remaining:
+            reserve = self._poll_reserve + self._extra_poll_reserve()
+        else:
+            reserve = 0.0
+        return max(1.0, min(capacity, reserve + 1.0))
 
     def observe(self, *, limit: int | None, remaining: int | None, reset: float | None) -> None:
         """Fold in one response's X-Ratelimit-* headers (any of them may be missing).
@@ -231,12 +248,13 @@ class KatanaLimiter:
             self._server_limit = limit
             self._bucket.resize(self._effective_rate())
         if remaining is not None:
+            ours = remaining - self._left_for_others()
             if self._adopt_remaining:
                 self._adopt_remaining = False
                 # the answered request is one of those granted; the others may not be counted
                 others = max(0, self._granted - 1)
-                self._bucket.tokens = min(self._bucket.capacity, float(remaining - others))
-            self._bucket.tokens = min(self._bucket.tokens, float(max(0, remaining)))
+                self._bucket.tokens = min(self._bucket.capacity, float(ours - others))
+            self._bucket.tokens = min(self._bucket.tokens, float(max(0, ours)))
             if reset is not None:
                 self._seen = (remaining, _reset_to_epoch_seconds(reset), self._granted)
             if remaining <= 0 and reset is not None:
@@ -285,10 +303,35 @@ class KatanaLimiter:
         self._configured = _check_rate(requests_per_minute)
         self._bucket.resize(self._effective_rate())
 
+    def set_poll_reserve(self, extra: Callable[[], float]) -> None:
+        """More tokens polls must leave, asked each time (e.g. a burst's tail, which the
+        flush policy knows); polls still go first after ``POLL_MAX_WAIT_SECONDS``."""
+        self._extra_poll_reserve = extra
+
+    def set_share(self, share: float) -> None:
+        """Live reload: a new ``max_share`` of the account's quota."""
+        self._bucket.refill(self._clock())
+        self._share = _check_share(share)
+        self._bucket.resize(self._effective_rate())
+
     def _effective_rate(self) -> int:
-        if self._server_limit is None:
-            return self._configured
-        return min(self._configured, self._server_limit)
+        """Requests a minute this process may send: the configured rate, and no more than
+        ``share`` of the account's quota (the server's limit once it said one)."""
+        account = self._configured if self._server_limit is None else self._server_limit
+        return max(1, min(self._configured, math.floor(account * self._share + _EPSILON)))
+
+    def _left_for_others(self) -> int:
+        """Requests of the account's window ``share`` leaves to other apps (0 at share 1):
+        this process never brings X-Ratelimit-Remaining below it."""
+        if self._share >= 1.0:
+            return 0
+        account = self._configured if self._server_limit is None else self._server_limit
+        return account - max(1, math.floor(account * self._share + _EPSILON))
+
+    @property
+    def requests_per_minute(self) -> int:
+        """The rate the bucket refills at (what budget arithmetic elsewhere should use)."""
+        return self._effective_rate()
 
     # -- reporting -----------------------------------------------------------------------------
 
@@ -302,6 +345,8 @@ class KatanaLimiter:
         """State for /status and the metrics gauge."""
         return {
             "requests_per_minute": self._effective_rate(),
+            "account_requests_per_minute": self._server_limit or self._configured,
+            "max_share": self._share,
             "available": self.available(),
             "paused_for_seconds": max(0.0, self._paused_until - self._clock()),
             "waiting_live": len(self._queues[Priority.LIVE]),
@@ -309,6 +354,12 @@ class KatanaLimiter:
             "waiting_reconcile": len(self._queues[Priority.RECONCILE]),
             "granted_total": self._granted,
         }
+
+
+def _check_share(share: float) -> float:
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"share must be in (0, 1], got {share}")
+    return share
 
 
 def _lower_headers(headers: Mapping[str, str]) -> dict[str, str]:

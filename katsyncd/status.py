@@ -122,6 +122,9 @@ class StatusReporter:
     async def update_gauges(self) -> None:
         self._metrics.stale_variants_pending.set(len(self._marks.variants))
         self._metrics.katana_budget_remaining.set(self._limiter.available())
+        budget = self._limiter.snapshot()
+        self._metrics.katana_max_share.set(budget["max_share"])
+        self._metrics.katana_requests_per_minute.set(budget["requests_per_minute"])
         stats = await stored.store_stats(self._db.pool)
         for rt in self._stores:
             name = rt.config.name

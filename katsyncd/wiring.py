@@ -29,6 +29,7 @@ from katsyncd.flush import (
     FlushLoop,
     FlushPolicy,
     VariantFlushPolicy,
+    bursting,
     flush_variants,
     resolve_orders,
 )
@@ -55,6 +56,8 @@ Loop = Callable[[asyncio.Event], Awaitable[None]]  # runs until the event is set
 # account's window (the previous process may have spent it): then its X-Ratelimit-Remaining.
 KATANA_START_TOKENS = 1.0
 REPLICA_HEADER = "X-Katsyncd-Replica"
+# Polls leave this many Katana tokens to live reads (the tail of a burst: a page or two).
+KATANA_POLL_RESERVE = 2.0
 
 
 class ConfigRef:
@@ -137,7 +140,12 @@ def build(
     )
     notice: Notice | None = None if replica is None else functools.partial(marks_payload, replica)
     k = cfg.katana
-    limiter = KatanaLimiter(k.requests_per_minute, initial_tokens=KATANA_START_TOKENS)
+    limiter = KatanaLimiter(
+        k.requests_per_minute,
+        share=k.max_share,
+        poll_reserve=KATANA_POLL_RESERVE,
+        initial_tokens=KATANA_START_TOKENS,
+    )
     katana = KatanaClient(
         session,
         k.base_url,
@@ -171,6 +179,7 @@ def build(
         if cold_start
         else None
     )
+    marks.stock_in_question = engine.inventory_cache.forget
     poller = Poller(
         db,
         katana,
@@ -181,6 +190,7 @@ def build(
         timed=marks.time_variants,
         timed_orders=marks.time_sales_orders,
         cold=cold,
+        timed_commitments=marks.time_commitments,
     )
     for sc in cfg.stores:
         _ = stores.add(sc)
@@ -203,6 +213,7 @@ def build(
 def apply_katana_config(parts: Parts, new: Config) -> None:
     """A reload changed ``[katana]``: the limiter's rate and the client's settings follow."""
     parts.katana_limiter.set_rate(new.katana.requests_per_minute)
+    parts.katana_limiter.set_share(new.katana.max_share)
     parts.katana.api_key = new.katana.api_key_value()
     parts.katana.base_url = new.katana.base_url.rstrip("/")
     parts.katana.ids_per_request = new.katana.ids_per_request
@@ -259,10 +270,16 @@ class DaemonLoops:
 def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
     """The variant flusher and the sales-order resolver, on the Katana budget and rate."""
     ready = mirror_ready(parts.poller)
-    limiter, config = parts.katana_limiter, parts.config.get
+    limiter = parts.katana_limiter
 
     def rate() -> float:
-        return config().katana.requests_per_minute
+        return limiter.requests_per_minute
+
+    marks = parts.marks
+
+    def tail() -> float:
+        """A burst's tail: every pending variant read, and one page of orders before."""
+        return variant_policy.tail_cost(marks.variants) + min(1, len(marks.orders))
 
     variant_policy = VariantFlushPolicy(
         limiter.available,
@@ -270,6 +287,7 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
         katana=parts.katana,
         locations=lambda: len(parts.stores.locations),
         catalogs_pending=parts.stores.catalogs_pending,
+        reserve=tail,
     )
     variants = FlushLoop(
         parts.marks.variants,
@@ -278,9 +296,14 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
         max_batch=MAX_VARIANTS_PER_FLUSH,
         ready=ready,
     )
+    order_policy = FlushPolicy(limiter.available, rate, reserve=tail)
+    # in a burst polls leave the tail's tokens too (they re-read what webhooks announce)
+    limiter.set_poll_reserve(lambda: tail() if bursting(marks.variants) else 0.0)
+    parts.marks.variants.set_leading_gate(variant_policy.leading_allowed)
+    parts.marks.orders.set_leading_gate(order_policy.leading_allowed)
     orders = FlushLoop(
         parts.marks.orders,
-        FlushPolicy(limiter.available, rate),
+        order_policy,
         resolve_orders(parts.poller),
         max_batch=MAX_ORDERS_PER_RESOLVE,
         ready=ready,

@@ -58,11 +58,12 @@ async def database(cfg: Config) -> AsyncIterator[Database]:
 
 @contextlib.asynccontextmanager
 async def katana_client(cfg: Config) -> AsyncIterator[KatanaClient]:
-    """A Katana client on its own session, paced by ``[katana] requests_per_minute``."""
+    """A Katana client on its own session, paced by ``[katana] requests_per_minute`` and
+    ``max_share``."""
     k = cfg.katana
     headers = {"User-Agent": f"katsyncd/{__version__}"}
     async with aiohttp.ClientSession(headers=headers) as session:
-        limiter = KatanaLimiter(k.requests_per_minute)
+        limiter = KatanaLimiter(k.requests_per_minute, share=k.max_share)
         yield KatanaClient(
             session, k.base_url, k.api_key_value(), limiter, timeout=k.timeout_seconds
         )

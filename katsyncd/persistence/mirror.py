@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, TypeVar
@@ -19,11 +20,19 @@ from typing import Any, Protocol, TypeVar
 import asyncpg
 
 from katsyncd.db import Q
-from katsyncd.models import InventoryRow, KatanaVariant, SalesOrder, SalesOrderRowChange
+from katsyncd.models import (
+    STOCK_NEUTRAL_SO_STATUSES,
+    InventoryRow,
+    KatanaVariant,
+    SalesOrder,
+    SalesOrderRowChange,
+)
 from katsyncd.persistence import Conn, Executor
 from katsyncd.persistence.stale import mark_sales_orders, mark_variants
 from katsyncd.rules import CommitRow, pick_winner
 
+# An order whose updated_at is within this of its created_at was never updated (a new order).
+NEW_ORDER_SECONDS = 1.0
 OrderSignature = tuple[
     str, int | None, bool, bool, tuple[tuple[int, int, int | None, Decimal], ...]
 ]
@@ -194,29 +203,87 @@ async def apply_sales_orders(
     touch rows or status) change nothing and mark nothing. ``missing`` are orders Katana no
     longer returns: they leave the mirror.
     """
+    return (await apply_sales_orders_split(pool, orders, missing=missing, mark=mark)).touched
+
+
+@dataclass(frozen=True, slots=True)
+class OrdersApplied:
+    touched: set[int]  # variants whose commitments may differ
+    stock_moved: set[int]  # of those, variants whose stock an order's change may have moved
+
+
+def stock_neutral(before: OrderSignature | None, after: SalesOrder | None) -> bool:
+    """Pure: whether an order's change moved no stock (only commitments changed): it is and
+    was NOT_SHIPPED/PENDING (or is new, created so), or was NOT_SHIPPED and was deleted.
+    Anything else (packed, delivered, moved back, an unknown earlier state) may have."""
+    was = None if before is None else before[0]
+    if after is None or after.deleted_at is not None:
+        return was in STOCK_NEUTRAL_SO_STATUSES
+    if after.status not in STOCK_NEUTRAL_SO_STATUSES:
+        return False
+    if was is not None:
+        return was in STOCK_NEUTRAL_SO_STATUSES
+    return _is_new(after)
+
+
+def _is_new(o: SalesOrder) -> bool:
+    """Never updated since it was created (so never packed or delivered)."""
+    if o.created_at is None:
+        return False
+    return abs((o.updated_at - o.created_at).total_seconds()) <= NEW_ORDER_SECONDS
+
+
+async def apply_sales_orders_split(
+    pool: asyncpg.Pool,
+    orders: Collection[SalesOrder],
+    *,
+    missing: Collection[int] = (),
+    mark: str | None = None,
+) -> OrdersApplied:
+    """``apply_sales_orders``, telling apart the variants of orders whose change may have
+    moved stock (``stock_neutral``)."""
     orders = latest_by_id(orders)  # a read may repeat an order; upsert each once
     seen = {o.id for o in orders}
     missing = sorted(set(missing) - seen)
     so_ids = [o.id for o in orders] + missing
     if not so_ids:
-        return set()
+        return OrdersApplied(set(), set())
     async with pool.acquire() as conn, conn.transaction():
         before = await _mirrored_orders(conn, so_ids)
         changed = [o for o in orders if before.get(o.id) != order_signature(o)]
         gone = [i for i in missing if i in before]
         ids = [o.id for o in changed] + gone
         if not ids:
-            return set()
-        touched = {r["variant_id"] for r in await conn.fetch(Q["so_row_variants"], ids)}
+            return OrdersApplied(set(), set())
+        old_rows = await conn.fetch(Q["so_rows_for_orders"], ids)
         await conn.execute(Q["delete_so_rows"], ids)
         if gone:
             await conn.execute(Q["delete_sales_orders"], gone)
         if changed:
             await _insert_orders(conn, changed)
-        touched.update(r.variant_id for o in changed for r in o.rows)
+        by_order = _variants_by_order(old_rows, changed)
+        touched = {v for vs in by_order.values() for v in vs}
+        after = {o.id: o for o in changed}
+        moved = {
+            v
+            for so_id, vs in by_order.items()
+            if not stock_neutral(before.get(so_id), after.get(so_id))
+            for v in vs
+        }
         if mark is not None:
             await mark_variants(conn, dict.fromkeys(sorted(touched), mark))
-    return touched
+    return OrdersApplied(touched, moved)
+
+
+def _variants_by_order(
+    old_rows: Collection[asyncpg.Record], changed: Collection[SalesOrder]
+) -> dict[int, set[int]]:
+    out: dict[int, set[int]] = defaultdict(set)
+    for r in old_rows:
+        out[r["so_id"]].add(r["variant_id"])
+    for o in changed:
+        out[o.id].update(r.variant_id for r in o.rows)
+    return out
 
 
 async def replace_sales_orders(

@@ -224,6 +224,8 @@ class Reconciler:
         suspects = suspect_variants(mine, await self._desired_now(mine), inventory)
         trusted = {sku: v for sku, v in plan.winners.items() if v.id not in suspects}
         items = {k: v for k, v in plan.items.items() if k[0] in names}
+        # the sweep's rows and the engine's kept ones may differ in age: keep neither
+        self.engine.inventory_cache.forget(list(inventory))
         await self.engine.record(trusted, inventory, items, reason=RECONCILE_REASON)
         if suspects:
             await self.engine.refresh(

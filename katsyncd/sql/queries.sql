@@ -140,9 +140,6 @@ ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, location_id = EXCLUDED.
     from_channel = EXCLUDED.from_channel, updated_at = EXCLUDED.updated_at,
     deleted_at = EXCLUDED.deleted_at, order_no = EXCLUDED.order_no
 
--- name: so_row_variants
-SELECT DISTINCT variant_id FROM katana_so_row WHERE so_id = ANY($1::bigint[])
-
 -- name: so_rows_for_orders
 SELECT so_id, row_id, variant_id, location_id, quantity FROM katana_so_row
 WHERE so_id = ANY($1::bigint[])

@@ -100,7 +100,7 @@ def test_a_burst_on_a_short_budget_waits_for_a_page_until_max_delay() -> None:
     due = deb.due()
     assert len(due) == 10
     assert should_wait_for_more(deb, due, 250, plenty=False)
-    assert not should_wait_for_more(deb, due, 250, plenty=True)  # a quiet day: read at once
+    assert should_wait_for_more(deb, due, 250, plenty=True)  # 290 arriving: pace, even so
     assert not should_wait_for_more(deb, due, 5, plenty=False)  # a full page is due
     clock.now = 9.99
     assert should_wait_for_more(deb, due, 250, plenty=False)
@@ -113,6 +113,16 @@ def test_no_burst_no_wait() -> None:
     deb = deb_on(clock)
     deb.mark(range(3), settled=True)
     assert not should_wait_for_more(deb, deb.due(), 250, plenty=False)  # 3 pending < a page
+
+
+def test_many_pending_but_none_arriving_is_read_at_once_on_a_plenty_budget() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(10), settled=True)  # from reads (a poll), due now
+    deb.mark(range(10, 300), first_seen=0.0)  # put back by a failed batch: not arrivals
+    assert deb.arrivals() == 0
+    assert not should_wait_for_more(deb, deb.due(), 250, plenty=True)
+    assert should_wait_for_more(deb, deb.due(), 250, plenty=False)
 
 
 # ----- variant policy ----------------------------------------------------------------------------
@@ -142,12 +152,14 @@ def test_read_not_held_when_ids_are_no_bottleneck_budget_holds_it_or_all_due() -
     clock = JumpClock()
     deb = deb_on(clock)
     deb.mark(range(50), settled=True)
-    deb.mark(range(50, 150))
+    deb.mark(range(50, 150), first_seen=0.0)  # pending, not due, but no burst is arriving
     # a page of ids per request: the page-sized batching applies, no hold
     assert not variant_policy(Sweep(cheaper_from=100, ids=250), SHORT).hold_sweep(deb, deb.due())
     # 20 ids per request, but the budget holds the whole read (8 chunks, half a minute's rate)
     assert not variant_policy(Sweep(cheaper_from=100, ids=20), PLENTY).hold_sweep(deb, deb.due())
     assert variant_policy(Sweep(cheaper_from=100, ids=20), SHORT).hold_sweep(deb, deb.due())
+    deb.mark(range(150, 160))  # events arriving: a burst's saved tokens are for after it
+    assert variant_policy(Sweep(cheaper_from=100, ids=20), PLENTY).hold_sweep(deb, deb.due())
     clock.now = 1.0  # every pending variant is due: nothing more is coming
     assert not variant_policy(Sweep(cheaper_from=100, ids=20), SHORT).hold_sweep(deb, deb.due())
 
@@ -240,7 +252,7 @@ def test_loop_reads_what_is_due_at_once_on_a_plenty_budget() -> None:
     clock = JumpClock()
     deb = deb_on(clock)
     deb.mark(range(10), settled=True)
-    deb.mark(range(10, 300))
+    deb.mark(range(10, 300), first_seen=0.0)  # pending, due later, but not arriving now
     rec = run_loop(deb, clock, FlushPolicy(lambda: PLENTY, lambda: RATE), lambda s: Recorder(s, 10))
     assert rec.batches == [list(range(10))]
     assert clock.pauses == []
@@ -345,3 +357,91 @@ def test_reload_timings_keep_the_order_cap() -> None:
         assert (marks.orders.debounce, marks.orders.max_delay) == (1.0, 9.0)
 
     asyncio.run(go())
+
+
+# ----- leading edge gate -------------------------------------------------------------------------
+def test_leading_edge_only_for_few_arrivals_and_a_quarter_minutes_budget() -> None:
+    from katsyncd.flush import LEADING_MAX_ARRIVALS
+
+    plenty = FlushPolicy(lambda: RATE / 4, lambda: RATE)
+    short = FlushPolicy(lambda: RATE / 4 - 1, lambda: RATE)
+    assert plenty.leading_allowed(1)
+    assert plenty.leading_allowed(LEADING_MAX_ARRIVALS)
+    assert not plenty.leading_allowed(LEADING_MAX_ARRIVALS + 1)  # a burst: batch it
+    assert not short.leading_allowed(1)  # the budget is protected
+
+
+def test_loop_reads_a_quiet_days_change_on_its_leading_edge() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=2.0)
+    policy = FlushPolicy(lambda: PLENTY, lambda: RATE)
+    deb.set_leading_gate(policy.leading_allowed, leading=0.03)
+    read: list[tuple[float, list[int]]] = []
+
+    async def handle(batch: list[int]) -> None:
+        read.append((clock.now, batch))
+        stop.set()
+
+    stop = asyncio.Event()
+    loop = FlushLoop(deb, policy, handle, max_batch=10, ready=lambda: True, pause=clock.pause)
+    deb.mark([42])
+    clock.now = 0.03  # the debouncer's wait_due sees it due (the test moves time by hand)
+    asyncio.run(loop.run(stop))
+    assert read == [(0.03, [42])]
+
+
+# ----- the tail's reserve in a burst --------------------------------------------------------------
+def test_in_a_burst_a_read_keeps_the_tails_reserve_for_a_bounded_time() -> None:
+    from katsyncd.flush import RESERVE_HOLD_FACTOR
+
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=10.0)
+    tokens = [10.5]
+    policy = FlushPolicy(lambda: tokens[0], lambda: RATE, reserve=lambda: 10.0)
+    deb.mark(range(20))  # 20 event marks in the quiet second: a burst
+    due = list(range(20))
+    assert policy.holds_reserve(deb, due)  # 10.5 - 1 < 10: the tail needs them
+    tokens[0] = 11.0
+    assert not policy.holds_reserve(deb, due)  # 11 - 1 >= 10: affordable
+    tokens[0] = 0.0
+    clock.now = RESERVE_HOLD_FACTOR * 10.0 - 0.01
+    deb.mark(range(100, 110))  # still arriving
+    assert policy.holds_reserve(deb, due)
+    clock.now = RESERVE_HOLD_FACTOR * 10.0
+    deb.mark(range(110, 120))
+    assert not policy.holds_reserve(deb, due)  # held long enough: read anyway
+
+
+def test_no_burst_no_reserve_and_variant_costs_count_a_cheaper_sweep() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    policy = FlushPolicy(lambda: 0.0, lambda: RATE, reserve=lambda: 100.0)
+    deb.mark([1, 2])  # two events: not a burst
+    assert not policy.holds_reserve(deb, [1, 2])
+    narrow = variant_policy(Sweep(ids=20, pages=8), SHORT)
+    assert narrow.cost(100) == 5  # 5 chunks of 20 ids
+    assert narrow.cost(1000) == 8  # 50 chunks, or a sweep of 8 pages
+    assert variant_policy(Sweep(ids=20, pages=None), SHORT).cost(1000) == 50
+    assert narrow.tail_cost(deb) == 1
+
+
+def test_a_held_sweep_lasts_as_long_as_the_burst_from_its_first_event() -> None:
+    from katsyncd.flush import SWEEP_HOLD_IN_BURST_SECONDS
+
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=4.0)
+    sweep = Sweep(cheaper_from=100, pages=10, ids=20)  # a 10 s sweep at 60/min: cap 20 s
+    deb.mark([1], first_seen=-100.0)  # left pending from before (a warm-up)
+    policy = variant_policy(sweep, SHORT)
+    for _ in range(300):  # a burst from t=0 to t=30: held throughout, past the 20 s cap
+        deb.mark(range(int(clock.now * 10) % 500, int(clock.now * 10) % 500 + 5))
+        clock.now += 0.1
+        assert policy.hold_sweep(deb, deb.due()), clock.now
+    assert deb.stream_started == 0.0
+    clock.now += 1.5  # the burst is over: one read settles it all
+    assert not policy.hold_sweep(deb, deb.due())
+    start = clock.now
+    while clock.now < start + SWEEP_HOLD_IN_BURST_SECONDS:  # an endless burst ...
+        deb.mark(range(600, 610))
+        clock.now += 0.5
+    assert not policy.hold_sweep(deb, deb.due())  # ... is held at most this long

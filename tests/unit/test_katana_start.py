@@ -4,6 +4,10 @@ X-Ratelimit-Remaining, and can resume the window the previous process left."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
+from katsyncd.config import Config, build_config
 from katsyncd.models import Priority
 from katsyncd.ratelimit import KatanaLimiter
 from tests.support.clocks import WALL_EPOCH, JumpClock
@@ -71,3 +75,50 @@ def test_a_kept_window_whose_reset_has_passed_is_ignored() -> None:
     clock.now += 100.0
     lim.restore(0, WALL_EPOCH + 50)
     assert lim.delay_for(Priority.LIVE) == 0.0
+
+
+# ----- the learned ids per request, kept across a restart ----------------------------------------
+class _Client:
+    """The two things ``save_ids_limit`` / ``restore_ids_limit`` use of a KatanaClient."""
+
+    def __init__(self, learned: int | None = None) -> None:
+        self.learned_ids_limit = learned
+        self.effective_ids_per_request = learned or 250
+
+    def adopt_learned_ids_limit(self, limit: int) -> None:
+        self.learned_ids_limit = self.effective_ids_per_request = limit
+
+
+def _state_config(state_dir: Path, key: str = "k") -> Config:
+    data: dict[str, Any] = {
+        "katana": {"api_key": key, "webhook_token": "t"},
+        "database": {"url": "postgresql://x@localhost/x", "state_dir": str(state_dir)},
+        "stores": [{"name": "s", "store_hash": "h", "access_token": "a"}],
+    }
+    return build_config(data, env={})
+
+
+def test_a_learned_ids_limit_is_kept_for_the_same_account_only(tmp_path: Path) -> None:
+    from katsyncd.katana_window import restore_ids_limit, save_ids_limit
+
+    cfg = _state_config(tmp_path)
+    save_ids_limit(_Client(None), cfg)  # type: ignore[arg-type]  # nothing learned: nothing written
+    assert not (tmp_path / "katana-ids.json").exists()
+    save_ids_limit(_Client(20), cfg)  # type: ignore[arg-type]
+    fresh = _Client()
+    restore_ids_limit(fresh, cfg)  # type: ignore[arg-type]
+    assert fresh.effective_ids_per_request == 20
+    other = _Client()
+    restore_ids_limit(other, _state_config(tmp_path, key="another"))  # type: ignore[arg-type]
+    assert other.effective_ids_per_request == 250
+
+
+def test_a_garbled_ids_file_is_ignored(tmp_path: Path) -> None:
+    from katsyncd.katana_window import restore_ids_limit
+
+    cfg = _state_config(tmp_path)
+    for text in ("not json", '{"account": 1}', "[]"):
+        (tmp_path / "katana-ids.json").write_text(text)
+        client = _Client()
+        restore_ids_limit(client, cfg)  # type: ignore[arg-type]
+        assert client.effective_ids_per_request == 250

@@ -508,3 +508,49 @@ async def test_a_poll_is_not_starved_by_a_stream_of_live_reads(
             t.cancel()
         await asyncio.gather(*streams, return_exceptions=True)
     assert 0.25 <= waited < 1.5
+
+
+# ----- max_share and the poll reserve ----------------------------------------------------------
+def test_max_share_takes_a_fraction_of_the_accounts_quota() -> None:
+    limiter = KatanaLimiter(60, share=0.8, clock=lambda: 0.0)
+    assert limiter.requests_per_minute == 48
+    assert limiter.available() == 48
+    limiter.observe(limit=100, remaining=100, reset=None)  # the account's quota is 100
+    assert limiter.requests_per_minute == 60  # the configured rate still caps it
+    limiter.set_share(0.5)
+    assert limiter.requests_per_minute == 50
+    assert limiter.snapshot()["max_share"] == 0.5
+    assert limiter.snapshot()["account_requests_per_minute"] == 100
+
+
+def test_max_share_leaves_the_rest_of_the_window_to_other_apps() -> None:
+    limiter = KatanaLimiter(60, share=0.8, clock=lambda: 0.0)
+    limiter.observe(limit=60, remaining=20, reset=None)  # others used 40 of the 60
+    assert limiter.available() == 8  # 12 stay for them
+
+
+def test_bad_share_is_refused() -> None:
+    for bad in (0.0, -0.1, 1.5):
+        with pytest.raises(ValueError, match="share"):
+            KatanaLimiter(60, share=bad)
+    limiter = KatanaLimiter(60)
+    with pytest.raises(ValueError, match="share"):
+        limiter.set_share(0.0)
+
+
+def test_polls_leave_the_reserve_to_live_reads_once_the_window_is_known() -> None:
+    limiter = KatanaLimiter(60, poll_reserve=2.0, initial_tokens=1.0, clock=lambda: 0.0)
+    assert limiter.try_acquire(Priority.POLL)  # at start: the first poll does not wait
+    limiter.observe(limit=60, remaining=2, reset=None)
+    assert not limiter.try_acquire(Priority.POLL)  # 2 tokens: both are for live reads
+    assert limiter.try_acquire(Priority.LIVE)
+
+
+def test_polls_also_leave_an_extra_reserve_asked_each_time() -> None:
+    extra = [5.0]
+    limiter = KatanaLimiter(60, poll_reserve=1.0, clock=lambda: 0.0)
+    limiter.set_poll_reserve(lambda: extra[0])
+    limiter.observe(limit=60, remaining=6, reset=None)
+    assert not limiter.try_acquire(Priority.POLL)  # 6 < 1 + 5 + 1
+    extra[0] = 0.0  # the burst is over
+    assert limiter.try_acquire(Priority.POLL)

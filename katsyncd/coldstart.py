@@ -44,6 +44,7 @@ from katsyncd.assembler import Assembled, Stream, VariantAssembler
 from katsyncd.bigcommerce import MAX_WRITE_ITEMS
 from katsyncd.db import Database
 from katsyncd.engine import Engine
+from katsyncd.invcache import PendingRead
 from katsyncd.katana import InventoryPage, KatanaClient
 from katsyncd.models import InventoryRow, Priority
 from katsyncd.persistence import marks as stored_marks
@@ -161,6 +162,7 @@ class ColdSweep:
         self._catalog_refreshed = catalog_refreshed  # set after each catalogue refresh
         self._timed = timed  # times marks already durable in the debouncer
         self._clock = clock
+        self._pending = PendingRead(frozenset())  # the sweep under way (``run``)
 
     async def run(self) -> ColdResult | None:
         """One sweep; None when Katana's locations are unknown (nothing was read)."""
@@ -169,11 +171,16 @@ class ColdSweep:
             return None
         sweep = _Sweep(VariantAssembler(streams), datetime.now(UTC))
         log.info("cold_sweep_started", streams=len(streams))
-        why = await self._read_all(sweep, streams)
-        if why:
-            return await self._abandon(sweep, why)
-        await self._wait_catalogs(self._clock() + CATALOG_WAIT_SECONDS)
-        await self._record(sweep)
+        cache = self._engine.inventory_cache
+        self._pending = cache.begin_sweep()  # marks from now on spoil what the sweep read
+        try:
+            why = await self._read_all(sweep, streams)
+            if why:
+                return await self._abandon(sweep, why)
+            await self._wait_catalogs(self._clock() + CATALOG_WAIT_SECONDS)
+            await self._record(sweep)
+        finally:
+            cache.abandon(self._pending)
         totals = [t for t in sweep.totals.values() if t is not None]
         if len(totals) == len(streams):
             self._katana.note_inventory_rows(sum(totals))
@@ -274,9 +281,13 @@ class ColdSweep:
         settled = set(await mirror.live_variant_ids_by_skus(pool, list(won)))
         settled |= {v.id for v in known if not v.sku}
         gens = (await stored_marks.variant_marks(pool, sorted(settled))).gens if clear else {}
+        # A variant marked since the sweep began (a webhook, another replica's NOTIFY) may have
+        # changed after its page was read: its mark stays for the flusher's own read.
+        gens = {v: g for v, g in gens.items() if v not in self._pending.announced}
         items = await self._engine.items_for(list(won))
         inventory = {w.id: expand(w.id, rows[w.id]) for w in won.values()}
         await self._engine.record(won, inventory, items, reason=REASON, gens=gens)
+        self._engine.inventory_cache.keep(self._pending, inventory)  # a sales order reuses them
         return settled
 
     async def _abandon(self, sweep: _Sweep, why: str) -> ColdResult:

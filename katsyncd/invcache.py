@@ -21,10 +21,15 @@ DEFAULT_CAPACITY = 20_000  # variants (a burst's touched set; the footprint stay
 
 @dataclass(eq=False)
 class PendingRead:
-    """A read in flight: the variants asked for, and those marked since it started."""
+    """A read in flight: the variants asked for (``None``: any variant, a sweep whose pages
+    are not known in advance), and those marked since it started."""
 
-    ids: frozenset[int]
-    spoiled: set[int] = field(default_factory=set)
+    ids: frozenset[int] | None
+    spoiled: set[int] = field(default_factory=set)  # stock in question: rows not kept
+    announced: set[int] = field(default_factory=set)  # a webhook since the start (sweeps)
+
+    def covers(self, variant_id: int) -> bool:
+        return self.ids is None or variant_id in self.ids
 
 
 class InventoryCache:
@@ -43,13 +48,23 @@ class InventoryCache:
         self._reads.append(read)
         return read
 
+    def begin_sweep(self) -> PendingRead:
+        """A sweep starts: it may return any variant (``keep`` its rows as they come)."""
+        read = PendingRead(None)
+        self._reads.append(read)
+        return read
+
     def end(self, read: PendingRead, rows: Mapping[int, list[InventoryRow]]) -> None:
         """Keep what ``read`` returned for variants nothing marked meanwhile (variants with
         no rows are not kept: they may be gone, and the engine checks that)."""
         self.abandon(read)
-        for v in read.ids - read.spoiled:
-            if rows.get(v):
-                self._rows[v] = tuple(rows[v])
+        self.keep(read, rows)
+
+    def keep(self, read: PendingRead, rows: Mapping[int, list[InventoryRow]]) -> None:
+        """Keep rows ``read`` returned for variants nothing marked since it started."""
+        for v, r in rows.items():
+            if r and read.covers(v) and v not in read.spoiled:
+                self._rows[v] = tuple(r)
                 self._rows.move_to_end(v)
         while len(self._rows) > self.capacity:
             self._rows.popitem(last=False)
@@ -63,14 +78,20 @@ class InventoryCache:
         for v in ids:
             self._rows.pop(v, None)
         for read in self._reads:
-            read.spoiled.update(v for v in ids if v in read.ids)
+            read.spoiled.update(v for v in ids if read.covers(v))
 
     def forget_all(self) -> None:
         """Nothing kept is known to be current any more (a new leadership term: another replica
         may have led meanwhile, and this one saw none of its marks)."""
         self._rows.clear()
         for read in self._reads:
-            read.spoiled.update(read.ids)
+            read.ids = frozenset()  # covers nothing now: keeps nothing
+
+    def announce(self, ids: Collection[int]) -> None:
+        """A webhook (here or at another replica) said these variants changed: a sweep under
+        way must leave their marks for a read of their own (its pages may predate it)."""
+        for read in self._reads:
+            read.announced.update(v for v in ids if read.covers(v))
 
     def rows(self, variant_id: int) -> list[InventoryRow] | None:
         cached = self._rows.get(variant_id)

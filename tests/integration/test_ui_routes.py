@@ -195,7 +195,9 @@ async def test_items_bigcommerce_rejects_show_with_its_reason(ui: tuple[UiWorld,
     card = html.split('data-store="main"')[1].split("</article>")[0]
     assert "<dt>Failed items</dt><dd>1</dd>" in card
     assert '<td><a href="/sku/S8-A">S8-A</a></td>' in card
-    reason = await d.db.pool.fetchval("SELECT failed_reason FROM item_level WHERE sku = 'S8-A'")
+    reason = await d.db.pool.fetchval(
+        "SELECT failed_reason FROM item_level WHERE sku = 'S8-A' AND store = 'main'"
+    )
     assert reason and str(escape(reason)) in card
     sku = _section((await fetch(d, "/sku/S8-A"))[2], "main")
     assert "failed: " in sku and 'data-level="11"' in sku  # 7 + 5 - buffer 1

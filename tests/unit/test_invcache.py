@@ -48,6 +48,19 @@ def test_a_new_leadership_term_forgets_everything_kept_and_in_flight() -> None:
     assert c.rows(1) is None and c.rows(2) is None and len(c) == 0
 
 
+def test_a_sweep_keeps_what_no_mark_spoiled_and_hears_of_webhooks() -> None:
+    c = InventoryCache()
+    sweep = c.begin_sweep()  # pages not known in advance: any variant
+    c.forget([2])  # stock in question (a catalogue or poll mark): 2's rows are not kept
+    c.announce([3])  # a webhook: the sweep must leave 3's mark for a read of its own
+    c.keep(sweep, {1: [row(1, 10, 5)], 2: [row(2, 10, 7)], 3: [row(3, 10, 1)]})
+    assert c.rows(1) == [row(1, 10, 5)] and c.rows(2) is None
+    assert sweep.announced == {3} and sweep.spoiled == {2}
+    c.abandon(sweep)
+    c.announce([4])
+    assert 4 not in sweep.announced  # over: no longer listening
+
+
 def test_an_abandoned_read_keeps_nothing_and_the_cache_is_bounded() -> None:
     c = InventoryCache(capacity=2)
     c.abandon(c.begin([9]))

@@ -204,8 +204,9 @@ class VariantFlushPolicy(FlushPolicy):
             return False  # ids are not the bottleneck: the page-sized batching applies
         pages = self._katana.inventory_sweep_pages() or 0
         cost = min(pages or len(deb), math.ceil(len(deb) / ids))
-        if len(due) >= len(deb):
-            return False  # the burst is over
+        if len(due) >= len(deb) and not bursting(deb):
+            return False  # the burst is over (while it lasts every key it keeps marking is
+            # due max_delay after its first mark: all due says nothing about the burst)
         if not bursting(deb) and self._budget() >= max(cost, self._rate() / 2):
             return False  # the budget holds the whole read (a burst's reserve saves tokens:
             # they are for the read after it, not for one that is stale before it ends)

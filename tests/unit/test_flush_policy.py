@@ -445,3 +445,21 @@ def test_a_held_sweep_lasts_as_long_as_the_burst_from_its_first_event() -> None:
         deb.mark(range(600, 610))
         clock.now += 0.5
     assert not policy.hold_sweep(deb, deb.due())  # ... is held at most this long
+
+
+def test_a_held_sweep_outlasts_max_delay_while_a_burst_keeps_marking_the_same_variants() -> None:
+    """bench --scenario burst --array-filter-limit 20: the burst walks a fixed set of
+    variants; max_delay after each one's first mark every pending variant is due while events
+    still arrive. That is no end of the burst: the sweep stays held until the events stop."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=4.0)
+    policy = variant_policy(Sweep(cheaper_from=100, pages=10, ids=20), PLENTY)
+    touched = list(range(200))
+    for step in range(300):  # t=0..30: every variant marked by t=2, then marked again
+        deb.mark(touched[(step * 7) % 200 : (step * 7) % 200 + 7])
+        clock.now += 0.1
+        assert policy.hold_sweep(deb, deb.due()), clock.now
+    assert len(deb.due()) == len(deb) == len(touched)  # all due, yet the burst goes on
+    clock.now += 1.5  # the events stop: one read settles them all
+    assert not policy.hold_sweep(deb, deb.due())
+    assert not policy.wait_for_more(deb, deb.due())

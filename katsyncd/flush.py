@@ -21,6 +21,7 @@ import structlog
 from katsyncd.db import Database
 from katsyncd.debounce import Debouncer
 from katsyncd.engine import Engine
+from katsyncd.katana import IdsLimitLowered
 from katsyncd.metrics import Metrics
 from katsyncd.persistence import marks as stored
 from katsyncd.poller import Poller
@@ -282,6 +283,11 @@ class FlushLoop:
             firsts = deb.take(batch)
             try:
                 await self._handle(batch)
+            except IdsLimitLowered as exc:
+                # the read learned the gateway honours fewer ids: the policy plans again
+                # (in a burst it now holds the sweep); nothing was recorded
+                log.info("flush_replanned", keys=len(batch), ids_per_request=exc.args[0])
+                deb.mark(batch, first_seen=min(firsts.values()), settled=True)  # still due
             except Exception as exc:
                 log.warning("flush_failed", keys=len(batch), error=str(exc) or type(exc).__name__)
                 deb.mark(batch, first_seen=min(firsts.values()))
@@ -300,7 +306,11 @@ def flush_variants(db: Database, engine: Engine, metrics: Metrics) -> Handler:
             return
         started = time.monotonic()
         changed = await engine.refresh(
-            batch, reason=marks.reason, gens=marks.gens, stale_since=marks.since
+            batch,
+            reason=marks.reason,
+            gens=marks.gens,
+            stale_since=marks.since,
+            stop_if_lowered=True,
         )
         metrics.debounce_flushed_variants.inc(len(batch))
         log.info(

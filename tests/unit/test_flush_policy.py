@@ -21,6 +21,7 @@ from katsyncd.flush import (
     variants_per_page,
 )
 from katsyncd.ingest import Effect
+from katsyncd.katana import IdsLimitLowered
 from katsyncd.marks import StaleMarks
 from katsyncd.metrics import Metrics
 
@@ -297,6 +298,39 @@ def test_failed_batch_keeps_its_max_delay_deadline() -> None:
         assert deb.oldest_first_seen([1]) == 0.0  # back with its first mark, not a new one
 
     asyncio.run(go())
+
+
+def test_a_read_that_learns_fewer_ids_per_request_goes_back_to_the_policy() -> None:
+    """bench burst at 20 ids: a read sent with 250 ids learns the gateway honours 20; rather
+    than sweep mid-burst, its keys go back (still due, first marks kept, no failure pause)
+    and the policy, now seeing 20 ids, holds the sweep until the burst is over."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=4.0)
+    sweep = Sweep(cheaper_from=100, pages=10, ids=250)
+    policy = variant_policy(sweep, PLENTY)
+    deb.mark(range(400))  # a burst from t=0 ...
+    clock.now = 0.9
+    deb.mark(range(400, 410))  # ... still arriving at t=0.9
+    clock.now = 1.5  # the first 400 are due, the burst is on (arrivals within 1 s)
+    reads: list[tuple[float, int]] = []
+
+    async def go() -> None:
+        stop = asyncio.Event()
+
+        async def read(batch: list[int]) -> None:
+            reads.append((clock.now, len(batch)))
+            if len(reads) == 1:
+                sweep.effective_ids_per_request = 20
+                raise IdsLimitLowered(20)
+            stop.set()
+
+        loop = FlushLoop(deb, policy, read, max_batch=1000, ready=lambda: True, pause=clock.pause)
+        await asyncio.wait_for(loop.run(stop), 5)
+
+    asyncio.run(go())
+    assert reads == [(1.5, 410), (2.0, 410)]  # widened to a sweep; then held until t=1.9
+    assert clock.pauses == [FlushIntervals().wait_for_more] * 2  # no failure pause
+    assert len(deb) == 0
 
 
 def test_loop_reads_nothing_before_the_mirror_is_ready() -> None:

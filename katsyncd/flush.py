@@ -30,7 +30,9 @@ from katsyncd.waiting import wait_stop
 log = structlog.get_logger(__name__)
 
 MAX_VARIANTS_PER_FLUSH = 5000
-MAX_ORDERS_PER_RESOLVE = 1000
+# A burst's pending orders in one resolve: its incremental poll (Poller.resolve_sales_orders)
+# reads them all once (at 1000, bench burst at 20 ids read the same poll pages 3 times).
+MAX_ORDERS_PER_RESOLVE = 5000
 KATANA_PAGE_ROWS = 250  # Katana's page size (rows)
 
 Handler = Callable[[list[int]], Awaitable[None]]

@@ -96,19 +96,22 @@ class Engine:
         priority: Priority = Priority.LIVE,
         gens: Mapping[int, int] | None = None,
         stale_since: Mapping[int, datetime] | None = None,
+        stop_if_lowered: bool = False,
     ) -> int:
         """Recompute the levels of these variants' SKUs in every store; returns levels changed.
 
         ``gens`` are the stale-mark generations to clear once the levels are recorded.
+        ``stop_if_lowered``: see ``KatanaClient.inventory`` (``IdsLimitLowered``, nothing
+        recorded).
         """
         winners = await self._winners_for(variant_ids, priority)
         items = await self._items_for(winners.keys())
-        inventory = await self._read_winners(winners, items, priority)
+        inventory = await self._read_winners(winners, items, priority, stop_if_lowered)
         if await self._confirm_live(winners, inventory, items, priority):
             # A winner without inventory rows was deleted or archived since the mirror saw it
             # (S10): with the mirror corrected, the next winner of its SKU (if any) is read.
             winners = await self.winners_for_skus(list(winners))
-            inventory = await self._read_winners(winners, items, priority)
+            inventory = await self._read_winners(winners, items, priority, stop_if_lowered)
         return await self.record(
             winners,
             inventory,
@@ -124,6 +127,7 @@ class Engine:
         winners: Mapping[str, KatanaVariant],
         items: Mapping[tuple[str, str], list[BcItem]],
         priority: Priority,
+        stop_if_lowered: bool = False,
     ) -> dict[int, list[InventoryRow]]:
         """Bulk-read the inventory of winners that some store sells (never per variant)."""
         skus = {sku for _, sku in items}
@@ -139,7 +143,10 @@ class Engine:
         started = datetime.now(UTC)
         pending = cache.begin(read)
         try:
-            fresh = group_inventory(await self.katana.inventory(read, priority=priority))
+            got = await self.katana.inventory(
+                read, priority=priority, stop_if_lowered=stop_if_lowered
+            )
+            fresh = group_inventory(got)
         finally:
             cache.abandon(pending)
         cache.end(pending, fresh)

@@ -93,6 +93,11 @@ class KatanaAuthError(KatanaError):
     """401/403: the API key is missing, wrong or lacks access. Never retried."""
 
 
+class IdsLimitLowered(Exception):
+    """A read asked to stop when the ids per request were lowered (``inventory(...,
+    stop_if_lowered=True)``): its caller plans again with the new size (nothing was used)."""
+
+
 class KatanaClient:
     """Reads Katana in bulk through the shared limiter. The session belongs to the caller."""
 
@@ -392,11 +397,14 @@ class KatanaClient:
         *,
         priority: Priority = Priority.LIVE,
         ids_per_request: int | None = None,
+        stop_if_lowered: bool = False,
     ) -> list[InventoryRow]:
         """Current inventory of these variants at every location, read in bulk (never per id).
 
         Planned by cost: ``variant_id=`` chunks, or one full ``/inventory`` sweep when that is
         fewer requests (known from the last unfiltered read; probed with one page otherwise).
+        ``stop_if_lowered``: raise ``IdsLimitLowered`` instead of planning again when the ids
+        per request are lowered (the flush policy may rather hold the read, e.g. in a burst).
         """
         remaining = set(variant_ids)
         result: list[InventoryRow] = []
@@ -426,6 +434,8 @@ class KatanaClient:
                     result.extend(rows)
                     remaining.difference_update(chunk)
                     if self.effective_ids_per_request < min(per, self._ids_per_request):
+                        if stop_if_lowered:
+                            raise IdsLimitLowered(self.effective_ids_per_request)
                         break
         return result
 

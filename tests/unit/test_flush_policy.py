@@ -21,6 +21,7 @@ from katsyncd.flush import (
     variants_per_page,
 )
 from katsyncd.ingest import Effect
+from katsyncd.katana import IdsLimitLowered
 from katsyncd.marks import StaleMarks
 from katsyncd.metrics import Metrics
 
@@ -299,6 +300,39 @@ def test_failed_batch_keeps_its_max_delay_deadline() -> None:
     asyncio.run(go())
 
 
+def test_a_read_that_learns_fewer_ids_per_request_goes_back_to_the_policy() -> None:
+    """bench burst at 20 ids: a read sent with 250 ids learns the gateway honours 20; rather
+    than sweep mid-burst, its keys go back (still due, first marks kept, no failure pause)
+    and the policy, now seeing 20 ids, holds the sweep until the burst is over."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=4.0)
+    sweep = Sweep(cheaper_from=100, pages=10, ids=250)
+    policy = variant_policy(sweep, PLENTY)
+    deb.mark(range(400))  # a burst from t=0 ...
+    clock.now = 0.9
+    deb.mark(range(400, 410))  # ... still arriving at t=0.9
+    clock.now = 1.5  # the first 400 are due, the burst is on (arrivals within 1 s)
+    reads: list[tuple[float, int]] = []
+
+    async def go() -> None:
+        stop = asyncio.Event()
+
+        async def read(batch: list[int]) -> None:
+            reads.append((clock.now, len(batch)))
+            if len(reads) == 1:
+                sweep.effective_ids_per_request = 20
+                raise IdsLimitLowered(20)
+            stop.set()
+
+        loop = FlushLoop(deb, policy, read, max_batch=1000, ready=lambda: True, pause=clock.pause)
+        await asyncio.wait_for(loop.run(stop), 5)
+
+    asyncio.run(go())
+    assert reads == [(1.5, 410), (2.0, 410)]  # widened to a sweep; then held until t=1.9
+    assert clock.pauses == [FlushIntervals().wait_for_more] * 2  # no failure pause
+    assert len(deb) == 0
+
+
 def test_loop_reads_nothing_before_the_mirror_is_ready() -> None:
     clock = JumpClock()
     deb = deb_on(clock)
@@ -445,3 +479,21 @@ def test_a_held_sweep_lasts_as_long_as_the_burst_from_its_first_event() -> None:
         deb.mark(range(600, 610))
         clock.now += 0.5
     assert not policy.hold_sweep(deb, deb.due())  # ... is held at most this long
+
+
+def test_a_held_sweep_outlasts_max_delay_while_a_burst_keeps_marking_the_same_variants() -> None:
+    """bench --scenario burst --array-filter-limit 20: the burst walks a fixed set of
+    variants; max_delay after each one's first mark every pending variant is due while events
+    still arrive. That is no end of the burst: the sweep stays held until the events stop."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=4.0)
+    policy = variant_policy(Sweep(cheaper_from=100, pages=10, ids=20), PLENTY)
+    touched = list(range(200))
+    for step in range(300):  # t=0..30: every variant marked by t=2, then marked again
+        deb.mark(touched[(step * 7) % 200 : (step * 7) % 200 + 7])
+        clock.now += 0.1
+        assert policy.hold_sweep(deb, deb.due()), clock.now
+    assert len(deb.due()) == len(deb) == len(touched)  # all due, yet the burst goes on
+    clock.now += 1.5  # the events stop: one read settles them all
+    assert not policy.hold_sweep(deb, deb.due())
+    assert not policy.wait_for_more(deb, deb.due())

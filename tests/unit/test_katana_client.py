@@ -17,6 +17,7 @@ import pytest
 import structlog
 
 from katsyncd.katana import (
+    IdsLimitLowered,
     KatanaAuthError,
     KatanaClient,
     KatanaError,
@@ -332,6 +333,17 @@ async def test_inventory_is_planned_again_after_the_size_is_lowered(
     rows = await client.inventory(range(1, 101))  # then 5 chunks of 20, or a 2-page sweep
     assert sorted(r.variant_id for r in rows) == list(range(1, 101))
     assert filter_sizes(mocked, "variant_id") == [100, 0, 0]
+
+
+async def test_inventory_can_stop_instead_of_planning_again_after_the_size_is_lowered(
+    client: KatanaClient, mocked: HttpMock
+) -> None:
+    route = endpoint("/inventory")
+    mocked.get(route, payload={"data": [inv_row(i) for i in range(1, 251)]})  # filter dropped
+    with pytest.raises(IdsLimitLowered):
+        await client.inventory(range(1, 101), stop_if_lowered=True)
+    assert filter_sizes(mocked, "variant_id") == [100]  # no sweep, no chunks: the caller plans
+    assert client.effective_ids_per_request == 20
 
 
 async def test_inventory_probe_gives_up_a_long_sweep_for_id_chunks(

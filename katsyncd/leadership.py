@@ -232,6 +232,9 @@ class Leadership:
         return wait if ok else min(RETRY_SECONDS, wait)
 
     async def _follow(self, stop: asyncio.Event) -> None:
+        # Cleared before the attempt, not after: a release NOTIFY that arrives while the
+        # attempt is under way must wake the wait below, not be wiped by it.
+        self.wake.clear()
         sent = self.state.clock()
         try:
             epoch = await stored.acquire(self._pool(), self.holder, self.state.ttl)
@@ -242,7 +245,6 @@ class Leadership:
         if epoch is not None and not stop.is_set():
             self._gain(epoch, sent)
             return
-        self.wake.clear()
         await wait_either(stop, self.wake, self._follow_wait())
 
     def _follow_wait(self) -> float:

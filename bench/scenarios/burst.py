@@ -186,7 +186,7 @@ def _rows(p: Burst, name: str, k: BurstRun, b: BurstRun) -> list[Row]:
             "s",
             k.converged_after,
             b.converged_after,
-            Target(15, unit=" s"),
+            Target(5, unit=" s"),  # issue 10: every SKU right within 5 s of the last event
             note="" if k.converged_after is not None else cap,
             baseline_note="" if b.converged_after is not None else cap,
         ),

@@ -122,8 +122,13 @@ class StaleMarks:
         loaded = await stored.stale_variants(pool)
         for variant_id, age in loaded:
             self.variants.mark([variant_id], first_seen=now - age)
-        # Marks may come from notices this replica missed (webhooks at another replica).
-        self.announced([variant_id for variant_id, _ in loaded])
+        # Marks may come from notices this replica missed (webhooks at another replica): their
+        # stock is in question like any webhook's (the kept inventory of them is forgotten;
+        # faults ha-postgres-restart: a follower's webhooks, their NOTIFY missed while the
+        # leader's LISTEN reconnected, were recomputed from stale kept rows and cleared).
+        loaded_ids = [variant_id for variant_id, _ in loaded]
+        self.stock_in_question(loaded_ids)
+        self.announced(loaded_ids)
         for so_id, age in await stored.stale_sales_orders(pool):
             self.orders.mark([so_id], first_seen=now - age)
         log.info("stale_marks_loaded", variants=len(self.variants), sales_orders=len(self.orders))

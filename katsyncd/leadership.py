@@ -201,6 +201,11 @@ class Leadership:
         while not stop.is_set() or self.state.leading:
             if self.state.leading:
                 await self._keep()
+            elif self._released.is_set():
+                # it let the lease go for another replica: no racing it for the lease (the
+                # NOTIFY reaches the others while this loop would already be acquiring)
+                self._released.clear()
+                await wait_stop(stop, self.state.renew_every)
             elif not stop.is_set():
                 await self._follow(stop)
 

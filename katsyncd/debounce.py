@@ -14,12 +14,21 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable
 
 from katsyncd.waiting import wait_either
 
 LEADING_SECONDS = 0.03  # a leading-edge key is read this soon after its first mark
+# More marks than this from events within the quiet time is a burst: no leading edge (each
+# would cost a request of its own); the trailing edge batches them.
+LEADING_MAX_ARRIVALS = 3
+# A burst is over once no event came for this many of its mean gaps between events (within
+# [debounce / 4, debounce]): at 167 events/s (bench burst) half a second, not the whole quiet
+# time; a slow stream keeps the quiet time (a gap of 5 mean gaps happens 0.7 % of the time).
+LULL_GAPS = 5.0
+# How far back ``working_set`` looks: Katana's quota window (what a read spent now is paid from).
+WORKING_SET_SECONDS = 60.0
 # Gate: given how many marks events made within the last ``debounce`` seconds (this one
 # included), may this key be read on its leading edge?
 LeadingGate = Callable[[int], bool]
@@ -49,6 +58,9 @@ class Debouncer:
         self._taken: dict[int, float] = {}  # key -> when its leading-edge read was taken
         self._arrivals: deque[float] = deque()  # event marks within the last debounce
         self.stream_started = -math.inf  # first event mark after the last quiet time
+        self._recent: OrderedDict[int, float] = OrderedDict()  # key -> its last mark, in order
+        # When the stream of events counts as over if nothing more arrives (see ``lull``).
+        self.stream_quiet_at = -math.inf
 
     def set_leading_gate(self, gate: LeadingGate, leading: float = LEADING_SECONDS) -> None:
         """Allow leading-edge reads when ``gate(arrivals)`` says so (see the module doc)."""
@@ -80,13 +92,49 @@ class Debouncer:
                 if not self._arrivals:
                     self.stream_started = now  # events after a quiet time: a new stream
                 self._arrivals.append(now)
+                quiet_at = now + self.lull(len(self._arrivals))
+                self.stream_quiet_at = max(self.stream_quiet_at, quiet_at)
                 if first is None:
                     self._arrived(k, now)
             start = now if first_seen is None else min(first_seen, now)
             self._first[k] = start if first is None else min(first, start)
             self._last[k] = last if k not in self._last else max(self._last[k], last)
+            if first_seen is None:  # a new mark (not one put back after a failed read)
+                self._recent[k] = now
+                self._recent.move_to_end(k)
         self._prune_arrivals(now)
+        self._prune_recent(now)
         self._changed.set()
+
+    def working_set(self) -> int:
+        """Keys marked within the last ``WORKING_SET_SECONDS``, read since or not, plus the
+        pending ones: what a burst that goes on touching the same keys will need read
+        again after it (the forecast of its tail)."""
+        self._prune_recent(self._clock())
+        return len(self._recent) + sum(1 for k in self._first if k not in self._recent)
+
+    def _prune_recent(self, now: float) -> None:
+        recent = self._recent
+        while recent:
+            _key, at = next(iter(recent.items()))
+            if at > now - WORKING_SET_SECONDS:
+                break
+            recent.popitem(last=False)
+
+    def lull(self, arrivals: int) -> float:
+        """How long without events ends a stream of ``arrivals`` marks per quiet time: the
+        quiet time for a few (each key keeps its own trailing edge), else ``LULL_GAPS`` of
+        its mean gaps, at least a quarter of the quiet time. Once a burst is over every key
+        it left pending is due: the quiet time protects the budget from re-reads while the
+        burst goes on, and there is nothing left to protect it from."""
+        if arrivals <= LEADING_MAX_ARRIVALS:
+            return self.debounce
+        return min(self.debounce, max(self.debounce / 4, LULL_GAPS * self.debounce / arrivals))
+
+    def streaming(self) -> bool:
+        """A burst is on: more event marks than the leading edge takes within the quiet time,
+        and the last of them less than its lull ago."""
+        return self.arrivals() > LEADING_MAX_ARRIVALS and self._clock() < self.stream_quiet_at
 
     def arrivals(self) -> int:
         """Marks from events (not reads) within the last ``debounce`` seconds."""
@@ -108,7 +156,10 @@ class Debouncer:
             self._leading.add(key)
 
     def due_at(self, key: int) -> float:
-        trailing = min(self._last[key] + self.debounce, self._first[key] + self.max_delay)
+        last = self._last[key]
+        trailing = min(last + self.debounce, self._first[key] + self.max_delay)
+        if last <= self.stream_quiet_at:  # marked in the stream: due when it is over
+            trailing = min(trailing, self.stream_quiet_at)
         if key in self._leading:
             return min(trailing, self._first[key] + self.leading)
         return trailing

@@ -137,6 +137,8 @@ class KatanaLimiter:
         self._clamp_after_pause = False
         self._queues: dict[Priority, deque[_Waiter]] = {p: deque() for p in Priority}
         self._granted = 0
+        # When each token of the last KATANA_WINDOW_SECONDS was taken (see ``budget``).
+        self._grants: deque[float] = deque()
         # Start state (a restart): with ``initial_tokens`` the bucket starts that low (the
         # account's window may be nearly spent by the previous process) and the first
         # X-Ratelimit-Remaining is adopted as the bucket, up or down; without, it starts full.
@@ -212,6 +214,7 @@ class KatanaLimiter:
     def _take(self) -> None:
         self._bucket.tokens -= 1.0
         self._granted += 1
+        self._grants.append(self._clock())
 
     # -- arithmetic ----------------------------------------------------------------------------
 
@@ -223,7 +226,21 @@ class KatanaLimiter:
             self._bucket.tokens = min(self._bucket.tokens, 1.0)
             self._clamp_after_pause = False
         paused = max(0.0, self._paused_until - now)
-        return max(paused, self._bucket.seconds_until(self._needed(priority)))
+        needed = self._needed(priority)
+        wait = self._bucket.seconds_until(needed)
+        if priority is Priority.POLL and self._extra_poll_reserve() > 0.0:
+            wait = max(wait, self._window_seconds_until(needed))  # a burst's tail: see budget
+        return max(paused, wait)
+
+    def _window_seconds_until(self, needed: float) -> float:
+        """Seconds until ``window_left()`` is at least ``needed`` (grants age out in order)."""
+        short = math.ceil(needed - self.window_left() - _EPSILON)
+        if short <= 0:
+            return 0.0
+        grants = self._grants
+        if short > len(grants):
+            return KATANA_WINDOW_SECONDS
+        return max(0.0, grants[short - 1] + KATANA_WINDOW_SECONDS - self._clock())
 
     def _needed(self, priority: Priority) -> float:
         """Tokens the bucket must hold before ``priority`` may take one."""
@@ -341,6 +358,25 @@ class KatanaLimiter:
         self._bucket.refill(now)
         return 0.0 if now < self._paused_until else max(0.0, self._bucket.tokens)
 
+    def window_left(self) -> float:
+        """Requests this process may still send before its own grants of the last
+        ``KATANA_WINDOW_SECONDS`` leave a sliding window: the capacity less those grants."""
+        now = self._clock()
+        grants = self._grants
+        while grants and grants[0] <= now - KATANA_WINDOW_SECONDS:
+            grants.popleft()
+        return max(0.0, self._bucket.capacity - len(grants))
+
+    def budget(self) -> float:
+        """Tokens to plan with: ``available()``, and no more than a sliding window would have
+        left. Katana documents a quota "per minute" without saying whether the window slides,
+        resets or refills: a bucket's steady refill is the kindest reading (a request sent
+        now returns a token within a second), a sliding window the harshest (it returns 60 s
+        later, all at the same pace it was spent). Acquiring follows the server (``observe``);
+        deciding what to spend now against what a burst's tail will need follows the
+        harshest reading, so a kinder server only leaves tokens unspent a little longer."""
+        return min(self.available(), self.window_left())
+
     def snapshot(self) -> dict[str, float | int]:
         """State for /status and the metrics gauge."""
         return {
@@ -348,6 +384,7 @@ class KatanaLimiter:
             "account_requests_per_minute": self._server_limit or self._configured,
             "max_share": self._share,
             "available": self.available(),
+            "window_left": self.window_left(),
             "paused_for_seconds": max(0.0, self._paused_until - self._clock()),
             "waiting_live": len(self._queues[Priority.LIVE]),
             "waiting_poll": len(self._queues[Priority.POLL]),

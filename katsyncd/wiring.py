@@ -278,17 +278,37 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
 
     marks = parts.marks
 
-    def tail() -> float:
-        """A burst's tail: every pending variant read, and one page of orders before."""
-        return variant_policy.tail_cost(marks.variants) + min(1, len(marks.orders))
+    def variant_tail() -> float:
+        """The forecast of a burst's variant reads after it: the variants it touched within
+        Katana's window (a burst that goes on re-marks what it already marked, so a read
+        mid-burst does not shorten the tail), read in pages."""
+        return variant_policy.cost(marks.variants.working_set())
+
+    def cap() -> float:
+        return rate() / 2  # the tail never holds more than half the bucket (reads go on)
+
+    def reserve_for_variants() -> float:
+        """Variant reads (and polls) in a burst leave what the tail will need: the variant
+        tail, the pending sales orders' pages (resolved first: they mark variants) and one
+        more page."""
+        return min(cap(), variant_tail() + order_policy.cost(len(marks.orders)) + 1)
+
+    def reserve_for_orders() -> float:
+        """Sales-order resolves leave the variant tail and one page: an order read mid-burst
+        is not paid again (it comes back only if the order changes) and a resolved new
+        order lowers what BigCommerce shows at once (S4, from the kept inventory), so orders
+        go first. (bench --scenario burst: keeping the pending orders' pages for them too,
+        no order was resolved until the burst was over.)"""
+        return min(cap(), variant_tail() + 1)
 
     variant_policy = VariantFlushPolicy(
-        limiter.available,
+        limiter.budget,
         rate,
         katana=parts.katana,
         locations=lambda: len(parts.stores.locations),
         catalogs_pending=parts.stores.catalogs_pending,
-        reserve=tail,
+        reserve=reserve_for_variants,
+        orders_first=lambda: orders.busy or orders_due_now(),
     )
     variants = FlushLoop(
         parts.marks.variants,
@@ -297,9 +317,14 @@ def flush_loops(parts: Parts) -> tuple[FlushLoop, FlushLoop]:
         max_batch=MAX_VARIANTS_PER_FLUSH,
         ready=ready,
     )
-    order_policy = FlushPolicy(limiter.available, rate, reserve=tail)
+    order_policy = FlushPolicy(limiter.budget, rate, reserve=reserve_for_orders)
+
+    def orders_due_now() -> bool:
+        """Sales orders the resolver is about to read: due, no burst holding them."""
+        return not bursting(marks.orders) and bool(marks.orders.due())
+
     # in a burst polls leave the tail's tokens too (they re-read what webhooks announce)
-    limiter.set_poll_reserve(lambda: tail() if bursting(marks.variants) else 0.0)
+    limiter.set_poll_reserve(lambda: reserve_for_variants() if bursting(marks.variants) else 0.0)
     parts.marks.variants.set_leading_gate(variant_policy.leading_allowed)
     parts.marks.orders.set_leading_gate(order_policy.leading_allowed)
     orders = FlushLoop(

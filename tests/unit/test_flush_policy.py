@@ -17,6 +17,7 @@ from katsyncd.flush import (
     FlushPolicy,
     VariantFlushPolicy,
     budget_plenty,
+    bursting,
     should_wait_for_more,
     variants_per_page,
 )
@@ -114,6 +115,23 @@ def test_no_burst_no_wait() -> None:
     deb = deb_on(clock)
     deb.mark(range(3), settled=True)
     assert not should_wait_for_more(deb, deb.due(), 250, plenty=False)  # 3 pending < a page
+
+
+def test_in_a_burst_a_few_pending_keys_still_wait_for_a_page_to_fill() -> None:
+    """bench burst: 58 sales orders a second, each resolve one request however few it reads;
+    read as soon as a few were due, 70 went at a time every 1.3 s. While the burst lasts a
+    part page waits (up to max_delay); once it is over the few are read at once."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0)
+    deb.mark([100, 101], settled=True)  # due at once (from a read)
+    for step in range(150):  # 100 events a second, 5 keys: few pending, many arriving
+        clock.now = step / 100
+        deb.mark([step % 5])
+    due = deb.due()
+    assert 0 < len(due) < len(deb) < 250 and bursting(deb)
+    assert should_wait_for_more(deb, due, 250, plenty=False)
+    clock.now = deb.stream_quiet_at  # over: nothing more is coming to fill the page
+    assert not should_wait_for_more(deb, deb.due(), 250, plenty=False)
 
 
 def test_many_pending_but_none_arriving_is_read_at_once_on_a_plenty_budget() -> None:
@@ -303,7 +321,8 @@ def test_failed_batch_keeps_its_max_delay_deadline() -> None:
 def test_a_read_that_learns_fewer_ids_per_request_goes_back_to_the_policy() -> None:
     """bench burst at 20 ids: a read sent with 250 ids learns the gateway honours 20; rather
     than sweep mid-burst, its keys go back (still due, first marks kept, no failure pause)
-    and the policy, now seeing 20 ids, holds the sweep until the burst is over."""
+    and the policy, now seeing 20 ids, holds the sweep until the burst is over (its lull:
+    410 events within the quiet time of 1 s, so 0.25 s without one)."""
     clock = JumpClock()
     deb = deb_on(clock, debounce=1.0, max_delay=4.0)
     sweep = Sweep(cheaper_from=100, pages=10, ids=250)
@@ -311,7 +330,8 @@ def test_a_read_that_learns_fewer_ids_per_request_goes_back_to_the_policy() -> N
     deb.mark(range(400))  # a burst from t=0 ...
     clock.now = 0.9
     deb.mark(range(400, 410))  # ... still arriving at t=0.9
-    clock.now = 1.5  # the first 400 are due, the burst is on (arrivals within 1 s)
+    assert deb.stream_quiet_at == 0.9 + 0.25
+    clock.now = 1.0  # the first 400 are due, the burst is on (the last event 0.1 s ago)
     reads: list[tuple[float, int]] = []
 
     async def go() -> None:
@@ -328,8 +348,8 @@ def test_a_read_that_learns_fewer_ids_per_request_goes_back_to_the_policy() -> N
         await asyncio.wait_for(loop.run(stop), 5)
 
     asyncio.run(go())
-    assert reads == [(1.5, 410), (2.0, 410)]  # widened to a sweep; then held until t=1.9
-    assert clock.pauses == [FlushIntervals().wait_for_more] * 2  # no failure pause
+    assert reads == [(1.0, 410), (1.25, 410)]  # widened to a sweep; then held until t=1.15
+    assert clock.pauses == [FlushIntervals().wait_for_more]  # no failure pause
     assert len(deb) == 0
 
 
@@ -426,7 +446,7 @@ def test_loop_reads_a_quiet_days_change_on_its_leading_edge() -> None:
 
 # ----- the tail's reserve in a burst --------------------------------------------------------------
 def test_in_a_burst_a_read_keeps_the_tails_reserve_for_a_bounded_time() -> None:
-    from katsyncd.flush import RESERVE_HOLD_FACTOR
+    from katsyncd.flush import RESERVE_HOLD_SECONDS
 
     clock = JumpClock()
     deb = deb_on(clock, debounce=1.0, max_delay=10.0)
@@ -438,12 +458,113 @@ def test_in_a_burst_a_read_keeps_the_tails_reserve_for_a_bounded_time() -> None:
     tokens[0] = 11.0
     assert not policy.holds_reserve(deb, due)  # 11 - 1 >= 10: affordable
     tokens[0] = 0.0
-    clock.now = RESERVE_HOLD_FACTOR * 10.0 - 0.01
+    clock.now = 3 * 10.0  # three max_delays: still held (the old bound forced a read here)
     deb.mark(range(100, 110))  # still arriving
     assert policy.holds_reserve(deb, due)
-    clock.now = RESERVE_HOLD_FACTOR * 10.0
+    clock.now = RESERVE_HOLD_SECONDS - 0.01
     deb.mark(range(110, 120))
+    assert policy.holds_reserve(deb, due)
+    clock.now = RESERVE_HOLD_SECONDS
+    deb.mark(range(120, 130))
     assert not policy.holds_reserve(deb, due)  # held long enough: read anyway
+
+
+def test_a_batch_bigger_than_the_bucket_above_the_reserve_waits_for_a_full_bucket() -> None:
+    """100 keys at one a page cost 100 requests: more than a bucket of RATE ever holds above
+    the reserve, so the read waits for a full bucket rather than for ever."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=1.0, max_delay=10.0)
+    tokens = [RATE - 0.5]
+    policy = FlushPolicy(lambda: tokens[0], lambda: RATE, reserve=lambda: RATE / 2)
+    policy.per_page = lambda: 1  # type: ignore[method-assign]
+    deb.mark(range(100))
+    assert policy.holds_reserve(deb, list(range(100)))
+    tokens[0] = RATE
+    assert not policy.holds_reserve(deb, list(range(100)))
+
+
+def test_variants_wait_for_sales_orders_being_resolved_at_most_a_quiet_time() -> None:
+    """The tail of a burst: the orders it left are resolved first (they mark variants), then
+    one read covers every variant; never waiting longer than a quiet time at a stretch."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=2.0)
+    deb.mark([1, 2], settled=True)  # due now
+    resolving = [True]
+    policy = VariantFlushPolicy(
+        lambda: PLENTY,
+        lambda: RATE,
+        katana=Sweep(),
+        locations=lambda: 1,
+        catalogs_pending=lambda: False,
+        orders_first=lambda: resolving[0],
+    )
+    due = deb.due()
+    assert policy.wait_for_more(deb, due)
+    assert policy.short_wait  # the loop looks again in tens of ms (quiet-day latency)
+    resolving[0] = False
+    assert not policy.wait_for_more(deb, due)
+    assert not policy.short_wait
+    resolving[0] = True
+    clock.now = 5.0
+    assert policy.wait_for_more(deb, due)  # a new wait starts
+    clock.now = 6.99
+    assert policy.wait_for_more(deb, due)
+    clock.now = 7.0
+    assert not policy.wait_for_more(deb, due)  # waited a quiet time: read anyway
+
+
+def test_a_burst_is_over_after_its_lull_and_leaves_everything_due() -> None:
+    """A fast burst ends LULL_GAPS mean gaps after its last event (at least a quarter of the
+    quiet time): every key it left pending is due then, not a quiet time after its own last
+    mark. A key marked after the burst keeps its own quiet time."""
+    clock = JumpClock()
+    deb = deb_on(clock, debounce=2.0, max_delay=10.0)
+    policy = FlushPolicy(lambda: 0.0, lambda: RATE, reserve=lambda: 100.0)
+    for step in range(200):  # 100 events a second for 2 s
+        clock.now = step / 100
+        deb.mark([step % 50])
+    last = clock.now
+    assert bursting(deb) and deb.due() == []  # each key marked every 0.5 s: none is quiet
+    assert policy.holds_reserve(deb, list(range(50)))
+    assert deb.stream_quiet_at == last + 0.5  # 5 mean gaps of 10 ms < a quarter of 2 s
+    clock.now = last + 0.49
+    assert bursting(deb) and len(deb.due()) < len(deb)
+    clock.now = last + 0.5
+    assert not bursting(deb)  # over: the tail spends the reserve
+    assert not policy.holds_reserve(deb, deb.due())
+    assert sorted(deb.due()) == list(range(50))  # every pending key, at once
+    deb.take(range(50))
+    deb.mark([7])  # 0.5 s later the stream's rate still counts: its lull again
+    assert deb.due_at(7) == clock.now + 0.5
+    deb.take([7])
+    clock.now = last + 5.0
+    deb.mark([7])  # a lone event after a quiet time: its own quiet time
+    assert deb.due_at(7) == clock.now + 2.0
+
+
+def test_a_slow_stream_keeps_the_quiet_time_as_its_lull() -> None:
+    deb = deb_on(JumpClock(), debounce=2.0)
+    assert deb.lull(3) == 2.0  # the leading edge's few: each key its own quiet time
+    assert deb.lull(5) == 2.0  # 5 gaps of 0.4 s would be 2 s: the quiet time caps it
+    assert deb.lull(20) == 0.5  # 5 gaps of 0.1 s; the floor is a quarter of the quiet time
+    assert deb.lull(1000) == 0.5
+
+
+def test_the_working_set_counts_keys_marked_within_the_window_read_or_not() -> None:
+    from katsyncd.debounce import WORKING_SET_SECONDS
+
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark(range(10))
+    deb.take(range(10))  # read: no longer pending, still in the working set
+    assert len(deb) == 0 and deb.working_set() == 10
+    clock.now = 30.0
+    deb.mark(range(5, 15))
+    assert deb.working_set() == 15
+    deb.mark([99], first_seen=-500.0)  # put back after a failed read: pending, no new mark
+    assert deb.working_set() == 16
+    clock.now = WORKING_SET_SECONDS + 0.5  # the first marks of 0-4 have left the window
+    assert deb.working_set() == 11  # 5-14 (marked at 30 s) and the pending 99
 
 
 def test_no_burst_no_reserve_and_variant_costs_count_a_cheaper_sweep() -> None:
@@ -497,3 +618,32 @@ def test_a_held_sweep_outlasts_max_delay_while_a_burst_keeps_marking_the_same_va
     clock.now += 1.5  # the events stop: one read settles them all
     assert not policy.hold_sweep(deb, deb.due())
     assert not policy.wait_for_more(deb, deb.due())
+
+
+def test_a_flush_loop_is_busy_while_its_handler_reads_and_not_after_a_failure() -> None:
+    clock = JumpClock()
+    deb = deb_on(clock)
+    deb.mark([1], settled=True)
+    seen: list[bool] = []
+
+    async def go() -> None:
+        stop = asyncio.Event()
+
+        async def read(batch: list[int]) -> None:
+            seen.append(loop.busy)
+            stop.set()
+            raise RuntimeError("katana down")
+
+        loop = FlushLoop(
+            deb,
+            FlushPolicy(lambda: PLENTY, lambda: RATE),
+            read,
+            max_batch=10,
+            ready=lambda: True,
+            pause=clock.pause,
+        )
+        await asyncio.wait_for(loop.run(stop), 5)
+        seen.append(loop.busy)
+
+    asyncio.run(go())
+    assert seen == [True, False]

@@ -108,6 +108,25 @@ def test_refill_at_rpm_over_sixty_per_second_up_to_capacity() -> None:
     assert limiter.available() == 60
 
 
+def test_budget_plans_with_the_harsher_of_the_bucket_and_a_sliding_window() -> None:
+    """A bucket says a token spent now is back within a second; a sliding window gives it
+    back 60 s later. ``budget()`` is the lower of the two: 30 spent in the first 10 s leave
+    30 for the window until they age out one by one, whatever the bucket refilled."""
+    clock = ManualClock()
+    limiter = katana(clock, rpm=60)
+    for _ in range(30):
+        assert limiter.try_acquire(LIVE)
+        clock.now += 1 / 3
+    assert limiter.window_left() == 30
+    clock.now = 40.0
+    assert limiter.available() == 60  # the bucket is full again
+    assert limiter.budget() == 30  # the window still holds all 30
+    clock.now = 64.9  # the first 15 left the window (one every 1/3 s from t=0)
+    assert limiter.budget() == 45
+    clock.now = 70.0
+    assert limiter.budget() == 60 and limiter.snapshot()["window_left"] == 60
+
+
 def test_delay_for_an_empty_bucket_is_one_token_of_refill() -> None:
     clock = ManualClock()
     limiter = katana(clock, rpm=120)

@@ -86,7 +86,7 @@ class KatanaApi:
     def __init__(self, sim: KatanaSim, clock: Callable[[], float]) -> None:
         self._sim = sim
         self._clock = clock
-        self.window = RateWindow(clock)
+        self.window = RateWindow(clock, fixed=lambda: sim.quirks.rate_window == "fixed")
         self.faults = FaultPlan()
         self._cache: dict[tuple[str, tuple[tuple[str, str], ...]], tuple[int, list[Any]]] = {}
 

@@ -106,18 +106,33 @@ def path_matches(path: str, prefix: str) -> bool:
 
 
 class RateWindow:
-    """Sliding 60-second window of admitted requests (one per simulated account).
+    """The 60-second window of admitted requests (one per simulated account): sliding (a
+    request counts for 60 s after it was made) or, with ``fixed()``, fixed (it starts at its
+    first request and every count ends together 60 s later).
 
     Rejected requests do not enter the window, so a client retrying too early is told to
     wait the same time again rather than locked out forever."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], fixed: Callable[[], bool] = lambda: False):
         self._clock = clock
+        self._fixed = fixed
         self._hits: deque[float] = deque()
+        self._start: float | None = None  # a fixed window's first request
 
     def _evict(self, now: float) -> None:
+        if self._fixed():
+            if self._start is not None and now >= self._start + WINDOW_SECONDS:
+                self._hits.clear()
+                self._start = None
+            return
         while self._hits and self._hits[0] <= now - WINDOW_SECONDS:
             self._hits.popleft()
+
+    def _frees_at(self, limit: int) -> float:
+        """When the window has room again (it is full now)."""
+        if self._fixed() and self._start is not None:
+            return self._start + WINDOW_SECONDS
+        return self._hits[len(self._hits) - limit] + WINDOW_SECONDS
 
     def admit(self, limit: int) -> bool:
         """Record a request if the window has room; False means answer 429."""
@@ -125,6 +140,8 @@ class RateWindow:
         self._evict(now)
         if len(self._hits) >= limit:
             return False
+        if self._start is None:
+            self._start = now
         self._hits.append(now)
         return True
 
@@ -132,6 +149,8 @@ class RateWindow:
         """Record ``n`` hits made ``seconds_ago`` (kept in time order)."""
         at = self._clock() - seconds_ago
         self._hits = deque(sorted([*self._hits, *([at] * n)]))
+        self._start = at if self._start is None else min(self._start, at)
+        self._evict(self._clock())
 
     def retry_after(self, limit: int) -> int:
         """Whole seconds until the window has room again (at least 1)."""
@@ -141,14 +160,17 @@ class RateWindow:
             return math.ceil(WINDOW_SECONDS)
         if len(self._hits) < limit:
             return 1
-        frees_at = self._hits[len(self._hits) - limit] + WINDOW_SECONDS
-        return max(1, math.ceil(frees_at - now))
+        return max(1, math.ceil(self._frees_at(limit) - now))
 
     def headers(self, limit: int) -> dict[str, str]:
-        """``X-Ratelimit-*`` headers; the reset is epoch ms when the oldest hit leaves."""
+        """``X-Ratelimit-*`` headers; the reset is epoch ms when the oldest hit leaves (the
+        fixed window's end)."""
         now = self._clock()
         self._evict(now)
-        reset = self._hits[0] + WINDOW_SECONDS if self._hits else now
+        if self._fixed() and self._start is not None:
+            reset = self._start + WINDOW_SECONDS
+        else:
+            reset = self._hits[0] + WINDOW_SECONDS if self._hits else now
         return {
             "X-Ratelimit-Limit": str(limit),
             "X-Ratelimit-Remaining": str(max(0, limit - len(self._hits))),

@@ -21,6 +21,10 @@ OverLimit = Literal["ignore", "reject"]
 # The order of ``/inventory`` rows within one location. The spec only says "sorted order, with
 # the oldest locations appearing first".
 InventoryOrder = Literal["variant_id", "newest_first"]
+# How the quota of "60 requests per minute" is counted. Undocumented: a sliding window (a
+# request counts for 60 s after it was made) or a fixed one (every count ends together 60 s
+# after the window's first request).
+RateWindowKind = Literal["sliding", "fixed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +55,13 @@ class KatanaQuirks:
     """Within one location, ``/inventory`` rows come by ascending ``variant_id``
     (``variant_id``) or newest variant first (``newest_first``). The spec orders only the
     locations (oldest first)."""
+
+    rate_window: RateWindowKind = "sliding"
+    """``sliding``: a request counts for 60 s after it was made; ``fixed``: the window starts
+    at its first request and every count ends together 60 s later (``X-Ratelimit-Reset`` is
+    that end). katsyncd plans with the sliding reading (``KatanaLimiter.budget``), the
+    harsher for a burst's tail. Not part of :func:`pessimistic`: neither reading is the
+    unhelpful one everywhere, so tests run both on purpose."""
 
     inventory_extend_with_location: bool = True
     """Whether ``GET /inventory?location_id=…&extend=variant`` embeds the ``variant`` (the spec

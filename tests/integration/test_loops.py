@@ -21,7 +21,7 @@ import pytest
 
 from katsyncd.config import build_config
 from katsyncd.daemon import Daemon
-from katsyncd.sim.quirks import Quirks
+from katsyncd.sim.quirks import KatanaQuirks, Quirks, RateWindowKind
 from katsyncd.sim.world import World, free_port
 from tests.support.harness import (
     FAST_RETRIES,
@@ -161,10 +161,16 @@ async def _daemon_with_state_dir(
         await asyncio.wait_for(task, 30)
 
 
+@pytest.mark.parametrize("window", ["sliding", "fixed"])
 async def test_a_restart_does_not_spend_requests_the_account_no_longer_has(
-    db_url: str, tmp_path: Path
+    db_url: str, tmp_path: Path, window: RateWindowKind
 ) -> None:
-    world = await World.start(katana_rpm=60, bc_quota=1000, webhook_retry_delays=FAST_RETRIES)
+    """Both readings of Katana's undocumented window: a sliding one frees the 59 requests
+    one by one from 6 s on, a fixed one all at once 6 s from now (its first was 54 s ago)."""
+    quirks = Quirks(KatanaQuirks(rate_window=window))
+    world = await World.start(
+        katana_rpm=60, bc_quota=1000, webhook_retry_delays=FAST_RETRIES, quirks=quirks
+    )
     try:
         k = world.katana
         stock = k.add_location("Main", is_primary=True)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from katsyncd.sim.katana_http import RateWindow
+from tests.support.clocks import JumpClock
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+def at_1000() -> JumpClock:
+    clock = JumpClock()
+    clock.now = 1000.0
+    return clock
 
 
 def test_a_sliding_window_frees_each_request_60_s_after_it() -> None:
-    clock = Clock()
+    clock = at_1000()
     window = RateWindow(clock)
     assert window.admit(2)
     clock.now += 10
@@ -27,7 +26,7 @@ def test_a_sliding_window_frees_each_request_60_s_after_it() -> None:
 
 
 def test_a_fixed_window_frees_every_request_together_at_its_end() -> None:
-    clock = Clock()
+    clock = at_1000()
     window = RateWindow(clock, fixed=lambda: True)
     assert window.admit(2)
     clock.now += 10
@@ -43,7 +42,7 @@ def test_a_fixed_window_frees_every_request_together_at_its_end() -> None:
 
 
 def test_spent_quota_starts_a_fixed_window_in_the_past() -> None:
-    clock = Clock()
+    clock = at_1000()
     window = RateWindow(clock, fixed=lambda: True)
     window.spend(59, seconds_ago=54.0)
     assert window.admit(60) and not window.admit(60)
